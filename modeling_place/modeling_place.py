@@ -1,0 +1,501 @@
+"""PLACE: Pathological-Level Alignment and Correlation Exploration for chest X-ray representation learning.
+
+Read top to bottom: building blocks (attention, MLP), the Visual Pathology Observation Extractor (VPOE), the
+correlation-exploration head, then `PlacePreTrainedModel` and `PlaceModel`. The losses live in
+`loss_place.py`; METHOD.md in the repository documents every equation.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import BertConfig, BertModel, PreTrainedModel, TimmWrapperModel
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.utils import ModelOutput
+
+from .configuration_place import PlaceConfig
+from .loss_place import (
+    correlation_loss,
+    correlation_target,
+    distributed_context,
+    gather_with_grad,
+    ita_loss,
+    observation_similarity,
+    pcma_loss,
+)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Outputs
+# ----------------------------------------------------------------------------------------------------------
+@dataclass
+class PlaceOutput(ModelOutput):
+    """Output of [`PlaceModel`]; losses are set only with `return_loss=True`.
+
+    `logits_per_image` is `(B, B)` image-to-report similarity scaled by the logit scale;
+    `observation_embeds` are the V-PORs `(B, M, d)` and `observation_attentions` where they look `(B, M, N)`;
+    `sentence_embeds` are the T-PORs `(B, K, d)` with `sentence_mask` `(B, K)`.
+    """
+
+    loss: Tensor | None = None
+    loss_ita: Tensor | None = None
+    loss_pcma: Tensor | None = None
+    loss_ce: Tensor | None = None
+    logits_per_image: Tensor | None = None
+    logits_per_text: Tensor | None = None
+    image_embeds: Tensor | None = None
+    text_embeds: Tensor | None = None
+    observation_embeds: Tensor | None = None
+    observation_attentions: Tensor | None = None
+    sentence_embeds: Tensor | None = None
+    sentence_mask: Tensor | None = None
+
+
+@dataclass
+class PlaceObservationOutput(ModelOutput):
+    """V-PORs of a batch of images: `observation_embeds (B, M, d)`, `observation_attentions (B, M, N)`."""
+
+    observation_embeds: Tensor | None = None
+    observation_attentions: Tensor | None = None
+    patch_embeds: Tensor | None = None
+
+
+@dataclass
+class PlaceSentenceOutput(ModelOutput):
+    """T-PORs of a batch of reports: `sentence_embeds (B, K, d)` normalised, `sentence_mask (B, K)`."""
+
+    sentence_embeds: Tensor | None = None
+    sentence_mask: Tensor | None = None
+    last_hidden_state: Tensor | None = None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Building blocks
+# ----------------------------------------------------------------------------------------------------------
+class PlaceAttention(nn.Module):
+    """Multi-head attention on SDPA; returns head-averaged weights only when asked (VPOE grounding)."""
+
+    def __init__(self, dim: int, num_heads: int, kv_dim: int | None = None) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"attention width {dim} is not divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.q_proj = nn.Linear(dim, dim)
+        self.kv_proj = nn.Linear(kv_dim or dim, 2 * dim)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def _split_heads(self, x: Tensor) -> Tensor:
+        batch, length, dim = x.shape
+        return x.view(batch, length, self.num_heads, dim // self.num_heads).transpose(1, 2)
+
+    def forward(
+        self, query: Tensor, key_value: Tensor, key_padding_mask: Tensor | None = None, need_weights: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """`key_padding_mask` is `(B, Lk)` with True for keys that take part."""
+        q = self._split_heads(self.q_proj(query))
+        k, v = (self._split_heads(t) for t in self.kv_proj(key_value).chunk(2, dim=-1))
+        mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :].bool()
+        if need_weights:
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            weights = scores.float().softmax(dim=-1).to(q.dtype)
+            out = weights @ v
+        else:
+            weights = None
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = out.transpose(1, 2).flatten(2)
+        return self.out_proj(out), None if weights is None else weights.mean(dim=1)
+
+
+class PlaceMLP(nn.Module):
+    """Linear → GELU → Linear."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(in_dim, hidden_dim)
+        self.fc2 = nn.Linear(hidden_dim, out_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class PlaceVPOELayer(nn.Module):
+    """Pre-norm decoder layer: query self-attention → cross-attention to patches → MLP."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.self_norm = nn.LayerNorm(dim)
+        self.self_attn = PlaceAttention(dim, num_heads)
+        self.cross_norm = nn.LayerNorm(dim)
+        self.cross_attn = PlaceAttention(dim, num_heads)
+        self.mlp_norm = nn.LayerNorm(dim)
+        self.mlp = PlaceMLP(dim, 4 * dim, dim)
+
+    def forward(self, queries: Tensor, patches: Tensor, need_weights: bool) -> tuple[Tensor, Tensor | None]:
+        normed = self.self_norm(queries)
+        queries = queries + self.self_attn(normed, normed)[0]
+        attended, weights = self.cross_attn(self.cross_norm(queries), patches, need_weights=need_weights)
+        queries = queries + attended
+        return queries + self.mlp(self.mlp_norm(queries)), weights
+
+
+class PlaceObservationExtractor(nn.Module):
+    """VPOE: M learnable queries decode the patch tokens into V-PORs; the last cross-attention is kept."""
+
+    def __init__(self, config: PlaceConfig, vision_dim: int) -> None:
+        super().__init__()
+        self.queries = nn.Parameter(torch.zeros(config.num_queries, vision_dim))
+        self.patch_norm = nn.LayerNorm(vision_dim)
+        self.layers = nn.ModuleList(PlaceVPOELayer(vision_dim, config.vpoe_num_heads) for _ in range(config.vpoe_layers))
+        self.final_norm = nn.LayerNorm(vision_dim)
+        self.projection = PlaceMLP(vision_dim, vision_dim, config.projection_dim)
+
+    def forward(self, patches: Tensor) -> tuple[Tensor, Tensor]:
+        """`patches (B, N, D_v)` → normalised V-PORs `(B, M, d)` and attention `(B, M, N)`."""
+        patches = self.patch_norm(patches)
+        queries = self.queries.unsqueeze(0).expand(patches.shape[0], -1, -1)
+        weights = None
+        for index, layer in enumerate(self.layers):
+            queries, weights = layer(queries, patches, need_weights=index == len(self.layers) - 1)
+        return F.normalize(self.projection(self.final_norm(queries)), dim=-1), weights
+
+
+class PlaceCorrelationHead(nn.Module):
+    """Correlation exploration: patches attend to the report (fusion block), then map to d_c."""
+
+    def __init__(self, config: PlaceConfig, vision_dim: int, text_dim: int) -> None:
+        super().__init__()
+        self.query_norm = nn.LayerNorm(vision_dim)
+        self.text_norm = nn.LayerNorm(text_dim)
+        self.cross_attn = PlaceAttention(vision_dim, config.fusion_num_heads, kv_dim=text_dim)
+        self.mlp_norm = nn.LayerNorm(vision_dim)
+        self.mlp = PlaceMLP(vision_dim, 4 * vision_dim, vision_dim)
+        self.output = PlaceMLP(vision_dim, vision_dim, config.ce_dim)
+
+    def forward(self, patches: Tensor, text_states: Tensor, text_mask: Tensor | None) -> Tensor:
+        """`(B, N, D_v)` patches + `(B, L, D_t)` report states → `(B, N, d_c)` correlation embeddings."""
+        fused = patches + self.cross_attn(self.query_norm(patches), self.text_norm(text_states), text_mask)[0]
+        fused = fused + self.mlp(self.mlp_norm(fused))
+        return self.output(fused)
+
+
+def sentence_mean_pool(token_states: Tensor, sentence_ids: Tensor, max_sentences: int) -> tuple[Tensor, Tensor]:
+    """Mean of the token states of each sentence (ids −1 are ignored): `(B, K, D)` and a `(B, K)` mask."""
+    slots = torch.arange(max_sentences, device=sentence_ids.device)
+    membership = (sentence_ids.unsqueeze(-1) == slots).to(token_states.dtype)  # (B, L, K)
+    sums = membership.transpose(1, 2) @ token_states
+    counts = membership.sum(dim=1)
+    return sums / counts.clamp(min=1).unsqueeze(-1), counts > 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Pretrained model base
+# ----------------------------------------------------------------------------------------------------------
+class PlacePreTrainedModel(PreTrainedModel):
+    config: PlaceConfig
+    config_class = PlaceConfig
+    base_model_prefix = "place"
+    main_input_name = "pixel_values"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["PlaceVPOELayer", "BertLayer"]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        std = self.config.initializer_range
+        if isinstance(module, PlaceObservationExtractor):
+            nn.init.normal_(module.queries, std=std)
+        elif isinstance(module, PlaceModel):
+            nn.init.constant_(module.logit_scale, math.log(self.config.logit_scale_init))
+            if module.mask_token is not None:
+                nn.init.normal_(module.mask_token, std=std)
+
+    def _set_gradient_checkpointing(self, enable: bool = True, *args: Any, **kwargs: Any) -> None:
+        """Checkpoint the BERT layers (transformers) and the ViT blocks (timm's own flag)."""
+        super()._set_gradient_checkpointing(enable, *args, **kwargs)
+        for module in self.modules():
+            if isinstance(module, TimmWrapperModel):
+                module.timm_model.set_grad_checkpointing(enable)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The model
+# ----------------------------------------------------------------------------------------------------------
+class PlaceModel(PlacePreTrainedModel):
+    """Image and report towers, the VPOE, and the three PLACE objectives (ITA, PCMA, correlation exploration)."""
+
+    def __init__(self, config: PlaceConfig) -> None:
+        super().__init__(config)
+        self.vision_model = TimmWrapperModel(config.vision_config)
+        self.text_model = BertModel(config.text_config, add_pooling_layer=False)
+        vision_dim = self.vision_model.timm_model.embed_dim
+        text_dim = config.text_config.hidden_size
+        if vision_dim % config.vpoe_num_heads or vision_dim % config.fusion_num_heads:
+            raise ValueError(
+                f"PlaceConfig.vpoe_num_heads ({config.vpoe_num_heads}) and fusion_num_heads "
+                f"({config.fusion_num_heads}) must divide the vision width {vision_dim}."
+            )
+        self.vision_projection = PlaceMLP(vision_dim, vision_dim, config.projection_dim)
+        self.text_projection = PlaceMLP(text_dim, text_dim, config.projection_dim)
+        self.sentence_projection = PlaceMLP(text_dim, text_dim, config.projection_dim)
+        self.observation_extractor = PlaceObservationExtractor(config, vision_dim)
+        # The correlation head is a training-only proxy: ablations without it carry no unused parameters.
+        self.correlation_head = PlaceCorrelationHead(config, vision_dim, text_dim) if config.lambda_ce > 0 else None
+        use_mask_token = config.lambda_ce > 0 and config.ce_mode == "masked"
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, vision_dim)) if use_mask_token else None
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(config.logit_scale_init)))
+        self.post_init()
+
+    # -- towers ------------------------------------------------------------------------------------------
+    @property
+    def num_prefix_tokens(self) -> int:
+        return self.vision_model.timm_model.num_prefix_tokens
+
+    def encode_image_tokens(
+        self, pixel_values: Tensor, patch_mask: Tensor | None = None, return_hidden_states: bool = False
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Run the ViT: final-norm tokens `(B, prefix + N, D_v)` and, if asked, every block's output.
+
+        `patch_mask (B, N)` replaces the masked patch embeddings by the learned mask token before the
+        position embedding (the "masked" correlation-exploration mode).
+        """
+        vit = self.vision_model.timm_model
+        x = vit.patch_embed(pixel_values.to(vit.patch_embed.proj.weight.dtype))
+        if patch_mask is not None:
+            x = torch.where(patch_mask.unsqueeze(-1), self.mask_token.to(x.dtype), x)
+        x = vit.norm_pre(vit.patch_drop(vit._pos_embed(x)))
+        hidden_states: list[Tensor] = []
+        if return_hidden_states:
+            for block in vit.blocks:
+                x = block(x)
+                hidden_states.append(x)
+        elif vit.grad_checkpointing and self.training:
+            from timm.models._manipulate import checkpoint_seq
+
+            x = checkpoint_seq(vit.blocks, x)
+        else:
+            x = vit.blocks(x)
+        return vit.norm(x), hidden_states
+
+    def encode_text_tokens(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """BERT token states `(B, L, D_t)`."""
+        return self.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    # -- uniform verbs -----------------------------------------------------------------------------------
+    def get_image_features(self, pixel_values: Tensor, **kwargs: Any) -> BaseModelOutputWithPooling:
+        """Global image embedding (normalised, `(B, d)`) in `pooler_output`; ViT tokens in `last_hidden_state`."""
+        tokens, _ = self.encode_image_tokens(pixel_values)
+        embeds = F.normalize(self.vision_projection(tokens[:, 0]), dim=-1)
+        return BaseModelOutputWithPooling(last_hidden_state=tokens, pooler_output=embeds)
+
+    def get_text_features(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs: Any
+    ) -> BaseModelOutputWithPooling:
+        """Global report embedding (normalised, `(B, d)`) in `pooler_output`; token states in `last_hidden_state`."""
+        states = self.encode_text_tokens(input_ids, attention_mask)
+        embeds = F.normalize(self.text_projection(states[:, 0]), dim=-1)
+        return BaseModelOutputWithPooling(last_hidden_state=states, pooler_output=embeds)
+
+    def get_patch_features(self, pixel_values: Tensor) -> BaseModelOutputWithPooling:
+        """Final-norm patch tokens `(B, N, D_v)` in `last_hidden_state`; the final-norm CLS in `pooler_output`."""
+        tokens, _ = self.encode_image_tokens(pixel_values)
+        return BaseModelOutputWithPooling(last_hidden_state=tokens[:, self.num_prefix_tokens :], pooler_output=tokens[:, 0])
+
+    def get_observation_features(self, pixel_values: Tensor) -> PlaceObservationOutput:
+        """V-PORs `(B, M, d)` and their attention over patches `(B, M, N)`."""
+        tokens, _ = self.encode_image_tokens(pixel_values)
+        patches = tokens[:, self.num_prefix_tokens :]
+        observations, attentions = self.observation_extractor(patches)
+        return PlaceObservationOutput(observations, attentions, patches)
+
+    def get_sentence_features(
+        self, input_ids: Tensor, attention_mask: Tensor | None, sentence_ids: Tensor
+    ) -> PlaceSentenceOutput:
+        """T-PORs: normalised projections of the mean token state of each sentence, `(B, K, d)`."""
+        states = self.encode_text_tokens(input_ids, attention_mask)
+        return self._sentence_features(states, sentence_ids)
+
+    def _sentence_features(self, states: Tensor, sentence_ids: Tensor) -> PlaceSentenceOutput:
+        pooled, mask = sentence_mean_pool(states, sentence_ids, self.config.max_sentences)
+        return PlaceSentenceOutput(F.normalize(self.sentence_projection(pooled), dim=-1), mask, states)
+
+    def observation_scores(
+        self, sentence_embeds: Tensor, pixel_values: Tensor | None = None, observation_embeds: Tensor | None = None
+    ) -> Tensor:
+        """s(t, i) of METHOD.md for sentences `(..., d)` against images `(B, ...)`: returns `(..., B)`."""
+        if observation_embeds is None:
+            if pixel_values is None:
+                raise ValueError("observation_scores needs pixel_values or observation_embeds.")
+            observation_embeds = self.get_observation_features(pixel_values).observation_embeds
+        flat = sentence_embeds.reshape(-1, sentence_embeds.shape[-1])
+        scores = observation_similarity(flat, observation_embeds, self.config.tau_match, self.config.pcma_matching)
+        return scores.reshape(*sentence_embeds.shape[:-1], observation_embeds.shape[0])
+
+    def ground(self, pixel_values: Tensor, sentence_embeds: Tensor) -> Tensor:
+        """Heat maps Σ_m a_m(t)·A_m of sentences `(B, K, d)` over their paired images, `(B, K, H, W)` in [0, 1]."""
+        observed = self.get_observation_features(pixel_values)
+        sims = torch.einsum("bkd,bmd->bkm", sentence_embeds.float(), observed.observation_embeds.float())
+        weights = torch.softmax(sims / self.config.tau_match, dim=-1)
+        maps = weights @ observed.observation_attentions.float()  # (B, K, N)
+        grid = self.config.image_size // self.config.patch_size
+        maps = maps.view(*maps.shape[:2], grid, grid)
+        maps = F.interpolate(maps, size=pixel_values.shape[-2:], mode="bilinear", align_corners=False)
+        low = maps.amin(dim=(-2, -1), keepdim=True)
+        high = maps.amax(dim=(-2, -1), keepdim=True)
+        return (maps - low) / (high - low).clamp(min=1e-12)
+
+    # -- forward -----------------------------------------------------------------------------------------
+    def forward(
+        self,
+        pixel_values: Tensor,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        sentence_ids: Tensor | None = None,
+        sentence_hashes: Tensor | None = None,
+        return_loss: bool = False,
+        **kwargs: Any,
+    ) -> PlaceOutput:
+        """Encode a batch of image–report pairs; with `return_loss=True` also the weighted PLACE loss."""
+        needs_sentences = return_loss and self.config.lambda_pcma > 0
+        if needs_sentences and sentence_ids is None:
+            raise ValueError("PCMA (lambda_pcma > 0) needs `sentence_ids`: build the batch with PlaceProcessor.")
+        tokens, _ = self.encode_image_tokens(pixel_values)
+        patches = tokens[:, self.num_prefix_tokens :]
+        text_states = self.encode_text_tokens(input_ids, attention_mask)
+        image_embeds = F.normalize(self.vision_projection(tokens[:, 0]), dim=-1)
+        text_embeds = F.normalize(self.text_projection(text_states[:, 0]), dim=-1)
+        observations, attentions = self.observation_extractor(patches)
+        sentences = self._sentence_features(text_states, sentence_ids) if sentence_ids is not None else None
+        scale = self.logit_scale.clamp(max=math.log(self.config.logit_scale_max)).exp()
+        logits_per_image = scale * image_embeds.float() @ text_embeds.float().t()
+        output = PlaceOutput(
+            logits_per_image=logits_per_image,
+            logits_per_text=logits_per_image.t(),
+            image_embeds=image_embeds,
+            text_embeds=text_embeds,
+            observation_embeds=observations,
+            observation_attentions=attentions,
+            sentence_embeds=None if sentences is None else sentences.sentence_embeds,
+            sentence_mask=None if sentences is None else sentences.sentence_mask,
+        )
+        if return_loss:
+            self._add_losses(output, pixel_values, patches, text_states, attention_mask, sentence_hashes, scale)
+        return output
+
+    def _add_losses(
+        self,
+        output: PlaceOutput,
+        pixel_values: Tensor,
+        patches: Tensor,
+        text_states: Tensor,
+        attention_mask: Tensor | None,
+        sentence_hashes: Tensor | None,
+        scale: Tensor,
+    ) -> None:
+        """Fill the loss fields of `output`: each objective with a positive weight, gathered across ranks."""
+        rank, world = distributed_context()
+        offset = rank * pixel_values.shape[0]
+        total = torch.zeros((), device=pixel_values.device)
+        if self.config.lambda_ita > 0:
+            output.loss_ita = ita_loss(
+                output.image_embeds, output.text_embeds, gather_with_grad(output.image_embeds),
+                gather_with_grad(output.text_embeds), scale, offset, world,
+            )
+            total = total + self.config.lambda_ita * output.loss_ita
+        if self.config.lambda_pcma > 0:
+            output.loss_pcma = self._pcma(output, sentence_hashes, offset, world)
+            total = total + self.config.lambda_pcma * output.loss_pcma
+        if self.config.lambda_ce > 0:
+            output.loss_ce = self._correlation_exploration(pixel_values, patches, text_states, attention_mask)
+            total = total + self.config.lambda_ce * output.loss_ce
+        output.loss = total
+
+    def _pcma(self, output: PlaceOutput, sentence_hashes: Tensor | None, offset: int, world: int) -> Tensor:
+        hashes = None if sentence_hashes is None else sentence_hashes.to(output.sentence_mask.device).long()
+        return pcma_loss(
+            output.sentence_embeds, output.sentence_mask, hashes, output.observation_embeds,
+            gather_with_grad(output.sentence_embeds), gather_with_grad(output.sentence_mask),
+            None if hashes is None else gather_with_grad(hashes), gather_with_grad(output.observation_embeds),
+            self.config.tau_match, self.config.tau_pcma, self.config.pcma_matching, offset, world,
+        )
+
+    def _correlation_exploration(
+        self, pixel_values: Tensor, patches: Tensor, text_states: Tensor, attention_mask: Tensor | None
+    ) -> Tensor:
+        """L_CE on the main forward's patches ("dense") or on a second, partly masked forward ("masked")."""
+        target = correlation_target(pixel_values, self.config.patch_size)
+        if self.config.ce_mode == "masked":
+            patch_mask = self.random_patch_mask(patches.shape[0], patches.shape[1], patches.device)
+            patches = self.encode_image_tokens(pixel_values, patch_mask)[0][:, self.num_prefix_tokens :]
+        return correlation_loss(self.correlation_head(patches, text_states, attention_mask), target)
+
+    def random_patch_mask(self, batch: int, num_patches: int, device: torch.device) -> Tensor:
+        """Exactly round(mask_ratio · N) random patches per image, `(B, N)` boolean."""
+        num_masked = max(1, round(self.config.mask_ratio * num_patches))
+        ranks = torch.rand(batch, num_patches, device=device).argsort(dim=1).argsort(dim=1)
+        return ranks < num_masked
+
+    # -- pretrained towers -------------------------------------------------------------------------------
+    @classmethod
+    def from_encoders(
+        cls, vision: str | os.PathLike | None = None, text: str | os.PathLike | None = None,
+        config: PlaceConfig | None = None, **config_overrides: Any,
+    ) -> "PlaceModel":
+        """Build a PLACE model, then load pretrained towers into it (after `post_init`, so they survive).
+
+        Args:
+            vision: a timm checkpoint (`.safetensors` file) or a folder holding `model.safetensors`
+                (a `TimmWrapperModel.save_pretrained` or timm Hub-style folder).
+            text: a local Hugging Face folder of a BERT-family model (its config replaces `text_config`).
+        """
+        config = config or PlaceConfig(**config_overrides)
+        if text is not None:
+            config.text_config = BertConfig.from_pretrained(text)
+        model = cls(config)
+        model.load_encoders(vision=vision, text=text)
+        return model
+
+    def load_encoders(self, vision: str | os.PathLike | None = None, text: str | os.PathLike | None = None) -> None:
+        """Load pretrained tower weights into this model in place (see `from_encoders`)."""
+        if vision is not None:
+            _load_strict(self.vision_model.timm_model, _read_timm_state_dict(vision), f"vision checkpoint {vision}")
+        if text is not None:
+            pretrained = BertModel.from_pretrained(text, add_pooling_layer=False, dtype=torch.float32)
+            _load_strict(self.text_model, pretrained.state_dict(), f"text model {text}")
+
+
+def _read_timm_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
+    """Weights of a timm ViT from a safetensors file or folder; `timm_model.` prefixes are stripped."""
+    from safetensors.torch import load_file
+
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, "model.safetensors")
+    if not path.endswith(".safetensors") or not os.path.isfile(path):
+        raise FileNotFoundError(f"vision checkpoint {path!r}: expected a .safetensors file (pickle is not loaded).")
+    state = load_file(path)
+    return {key.removeprefix("timm_model."): value for key, value in state.items()}
+
+
+def _load_strict(module: nn.Module, state: dict[str, Tensor], source: str) -> None:
+    """`load_state_dict` that ignores classifier heads but reports every real mismatch by name."""
+    state = {k: v for k, v in state.items() if not k.startswith(("head.", "fc_norm.", "pooler."))}
+    expected = module.state_dict()
+    wrong_shape = [k for k, v in state.items() if k in expected and expected[k].shape != v.shape]
+    missing = sorted(set(expected) - set(state))
+    if wrong_shape or missing:
+        raise ValueError(
+            f"{source} does not fit this PLACE tower: shape mismatches {wrong_shape[:5]}, missing {missing[:5]}."
+        )
+    module.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+
+
+__all__ = ["PlaceModel", "PlaceOutput", "PlacePreTrainedModel", "PlaceObservationOutput", "PlaceSentenceOutput"]

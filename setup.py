@@ -1,0 +1,44 @@
+"""PLACE: pathological-level image-report pretraining for chest X-rays, Hugging Face native."""
+from setuptools import setup
+
+REQUIRES = [
+    "torch>=2.4,<=2.14.1",
+    "torchvision",
+    "timm>=1.0",
+    "transformers>=5,<6",
+    "tokenizers",
+    "safetensors",
+    "huggingface-hub",
+    "numpy",
+    "pillow",
+]
+EXTRAS = {
+    "train": ["accelerate>=1.0", "datasets>=3", "evaluate", "pyyaml", "tqdm", "scikit-learn"],
+    "dicom": ["pydicom"],
+    "eval": ["scikit-learn", "pycocotools", "rouge-score", "sacrebleu", "evaluate"],
+    "trackers": ["tensorboard"],
+}
+EXTRAS["test"] = sorted(
+    set(EXTRAS["train"] + EXTRAS["dicom"] + EXTRAS["eval"] + ["pytest", "pytest-timeout", "hypothesis"])
+)
+EXTRAS["dev"] = sorted(set(EXTRAS["test"] + EXTRAS["trackers"] + ["ruff"]))
+
+setup(
+    name="place-cxr",
+    version="0.1.0",
+    description="PLACE: pathological-level cross-modal alignment and correlation exploration for chest X-rays",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=["modeling_place", "processing"],
+    package_data={"processing": ["*.json", "*.txt"], "modeling_place": ["*.json"]},
+    install_requires=REQUIRES,
+    extras_require=EXTRAS,
+    entry_points={
+        "console_scripts": [
+            "place-synth=processing.synthetic_cxr:main",
+            "place-prepare=processing.prepare:main",
+        ]
+    },
+)

@@ -1,0 +1,198 @@
+"""PlaceImageProcessor: encodings, DICOM, geometry, augmentation, errors, save / load."""
+
+import numpy as np
+import PIL.Image
+import pydicom
+import pytest
+import torch
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from transformers import AutoImageProcessor
+
+from processing.image_processing_place import PlaceImageProcessor
+
+
+def _test_image(height: int = 48, width: int = 40, seed: int = 0) -> np.ndarray:
+    """Smooth uint8 image spanning exactly 0..255 (so min-max scaling is the identity on it)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    image = 0.5 + 0.3 * np.sin(x / 5.0) * np.cos(y / 7.0) + 0.05 * rng.standard_normal((height, width))
+    image = (image - image.min()) / (image.max() - image.min())
+    return np.round(image * 255).astype(np.uint8)
+
+
+def _unnormalised(**kwargs) -> PlaceImageProcessor:
+    return PlaceImageProcessor(size=32, crop_size=24, do_normalize=False, **kwargs)
+
+
+def _pixels(processor: PlaceImageProcessor, images, **kwargs) -> torch.Tensor:
+    return processor(images, return_tensors="pt", **kwargs)["pixel_values"]
+
+
+def _write_dicom(path, pixels: np.ndarray, photometric: str = "MONOCHROME2", **attributes) -> None:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset = Dataset()
+    dataset.file_meta = meta
+    dataset.SOPClassUID = SecondaryCaptureImageStorage
+    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    dataset.Rows, dataset.Columns = pixels.shape
+    dataset.SamplesPerPixel = 1
+    dataset.PhotometricInterpretation = photometric
+    dataset.BitsAllocated = dataset.BitsStored = 16
+    dataset.HighBit = 15
+    dataset.PixelRepresentation = 0
+    for name, value in attributes.items():
+        setattr(dataset, name, value)
+    dataset.PixelData = pixels.astype("<u2").tobytes()
+    pydicom.dcmwrite(path, dataset, enforce_file_format=True)
+
+
+def test_default_output_shape_dtype_and_config():
+    processor = PlaceImageProcessor()
+    pixels = _pixels(processor, [_test_image(300, 200), _test_image(64, 64)])
+    assert pixels.shape == (2, 3, 224, 224) and pixels.dtype == torch.float32
+    grey = _pixels(PlaceImageProcessor(do_normalize=False), _test_image(300, 200))
+    assert torch.equal(grey[:, 0], grey[:, 1]) and torch.equal(grey[:, 1], grey[:, 2])  # grey x 3
+    assert processor.size.height == 256 and processor.crop_size.height == 224 and processor.do_augment is False
+
+
+def test_same_image_in_every_encoding_gives_the_same_pixels(tmp_path):
+    image8 = _test_image()
+    image16 = image8.astype(np.uint16) * 257
+    PIL.Image.fromarray(image8).save(tmp_path / "a8.png")
+    PIL.Image.fromarray(image16).save(tmp_path / "a16.png")
+    PIL.Image.fromarray(image8).save(tmp_path / "a.jpg", quality=100)
+    _write_dicom(tmp_path / "a.dcm", image16)
+    inputs = {
+        "png8": str(tmp_path / "a8.png"),
+        "png16": tmp_path / "a16.png",
+        "jpeg": str(tmp_path / "a.jpg"),
+        "dicom": str(tmp_path / "a.dcm"),
+        "uint8": image8,
+        "uint16": image16,
+        "float": image8 / 255.0,
+        "int64": image8.astype(np.int64),
+        "channels_last_rgb": np.repeat(image8[..., None], 3, axis=2),
+        "channels_first_rgb": torch.from_numpy(np.repeat(image8[None], 3, axis=0)),
+        "pil_L": PIL.Image.fromarray(image8),
+        "pil_I": PIL.Image.fromarray(image16.astype(np.int32)),
+        "pil_F": PIL.Image.fromarray((image8 / 255.0).astype(np.float32)),
+        "pil_RGBA": PIL.Image.fromarray(image8).convert("RGBA"),
+    }
+    processor = _unnormalised()
+    reference = _pixels(processor, image8)
+    for name, image in inputs.items():
+        tolerance = 0.02 if name == "jpeg" else 1e-5
+        torch.testing.assert_close(_pixels(processor, image), reference, atol=tolerance, rtol=0, msg=name)
+    # One batched call over mixed inputs equals the single calls.
+    batched = _pixels(processor, [inputs["png16"], inputs["dicom"], image8])
+    torch.testing.assert_close(batched, reference.expand(3, -1, -1, -1), atol=1e-5, rtol=0)
+
+
+def test_monochrome1_is_the_inverse_of_monochrome2(tmp_path):
+    image16 = _test_image(32, 32).astype(np.uint16) * 257  # square and == size: no padding, no resizing
+    _write_dicom(tmp_path / "m2.dcm", image16, "MONOCHROME2")
+    _write_dicom(tmp_path / "m1.dcm", image16, "MONOCHROME1")
+    processor = _unnormalised()
+    mono2, mono1 = _pixels(processor, [str(tmp_path / "m2.dcm"), str(tmp_path / "m1.dcm")])
+    torch.testing.assert_close(mono1, 1.0 - mono2, atol=1e-5, rtol=0)
+    assert mono2.std() > 0.1
+
+
+def test_dicom_modality_rescale_and_window_are_applied(tmp_path):
+    stored = np.tile(np.arange(0, 4096, 128, dtype=np.uint16), (32, 1))  # 32 x 32 ramp of stored values
+    # Stored -> HU is value - 1024; the window [-500, 500] HU is stored [524, 1524].
+    _write_dicom(tmp_path / "w.dcm", stored, RescaleSlope=1, RescaleIntercept=-1024, WindowCenter=0, WindowWidth=1000)
+    pixels = _pixels(PlaceImageProcessor(size=32, do_center_crop=False, do_normalize=False), str(tmp_path / "w.dcm"))
+    row = pixels[0, 0, 0].numpy()
+    assert np.all(row[stored[0] <= 500] == 0.0)  # below the window (HU <= -524)
+    assert np.all(row[stored[0] >= 1600] == 1.0)  # above the window
+    inside = (stored[0] > 600) & (stored[0] < 1500)
+    assert np.all((row[inside] > 0) & (row[inside] < 1)) and np.all(np.diff(row) >= 0)
+
+
+def test_aspect_ratio_is_kept_and_padding_is_centred():
+    wide = np.full((16, 32), 255, dtype=np.uint8)  # fitted to 16 x 32 inside 32 x 32: 8 black rows each side
+    pixels = _pixels(PlaceImageProcessor(size=32, do_center_crop=False, do_normalize=False), wide)[0, 0]
+    assert torch.all(pixels[:8] == 0) and torch.all(pixels[-8:] == 0) and torch.all(pixels[8:24] == 1)
+    tall = np.full((64, 16), 255, dtype=np.uint8)  # fitted to 32 x 8: 12 black columns each side
+    pixels = _pixels(PlaceImageProcessor(size=32, do_center_crop=False, do_normalize=False), tall)[0, 0]
+    assert torch.all(pixels[:, :12] == 0) and torch.all(pixels[:, -12:] == 0) and torch.all(pixels[:, 12:20] == 1)
+
+
+def test_normalisation_uses_the_configured_mean_and_std():
+    processor = PlaceImageProcessor(size=32, crop_size=24, image_mean=[0.5, 0.4, 0.3], image_std=[0.5, 0.2, 0.1])
+    raw = _pixels(_unnormalised(), _test_image())
+    expected = (raw - torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)) / torch.tensor([0.5, 0.2, 0.1]).view(1, 3, 1, 1)
+    torch.testing.assert_close(_pixels(processor, _test_image()), expected)
+
+
+def test_plain_random_crop_copies_an_exact_window():
+    image = np.random.default_rng(1).random((32, 32)).astype(np.float32)
+    processor = _unnormalised(augment_rotation=0, augment_brightness=0, augment_contrast=0)
+    crops = _pixels(processor, [image] * 6, train=True)[:, 0]
+    windows = torch.from_numpy(image).unfold(0, 24, 1).unfold(1, 24, 1).reshape(-1, 24, 24)  # all 81 windows
+    offsets = set()
+    for crop in crops:
+        distances = (windows - crop).abs().amax(dim=(1, 2))
+        assert distances.min() < 1e-5
+        offsets.add(int(distances.argmin()))
+    assert len(offsets) > 1  # the window moves between images
+
+
+def test_augmentation_is_random_seeded_and_off_for_eval():
+    image = _test_image()
+    processor = PlaceImageProcessor(size=32, crop_size=24, augment_crop_scale=(0.5, 1.0))
+    torch.manual_seed(3)
+    first = _pixels(processor, [image, image], train=True)
+    torch.manual_seed(3)
+    again = _pixels(processor, [image, image], do_augment=True)
+    assert torch.equal(first, again)
+    assert not torch.equal(first[0], first[1])  # per-image draws
+    assert torch.equal(_pixels(processor, image), _pixels(processor, image, train=False))
+    augmenting = PlaceImageProcessor(size=32, crop_size=24, do_augment=True)
+    assert not torch.equal(_pixels(augmenting, [image] * 4), _pixels(augmenting, image, train=False).expand(4, -1, -1, -1))
+
+
+def test_truncated_and_non_image_files_raise_value_error_naming_the_path(tmp_path):
+    PIL.Image.fromarray(_test_image(64, 64)).save(tmp_path / "full.png")
+    data = (tmp_path / "full.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    (tmp_path / "notes.png").write_text("not an image")
+    processor = PlaceImageProcessor()
+    for name in ("cut.png", "notes.png"):
+        with pytest.raises(ValueError, match=name):
+            processor(str(tmp_path / name))
+    (tmp_path / "cut.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\1\2\3")
+    with pytest.raises(ValueError, match="cut.dcm"):
+        processor(str(tmp_path / "cut.dcm"))
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        processor(str(tmp_path / "missing.png"))
+
+
+def test_bad_inputs_raise_clear_errors():
+    processor = PlaceImageProcessor()
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        processor(np.full((8, 8), 2.0))
+    with pytest.raises(ValueError, match="NaN"):
+        processor(np.full((8, 8), np.nan))
+    with pytest.raises(TypeError, match="dict"):
+        processor({"image": 1})
+
+
+def test_save_and_load_with_auto_image_processor(tmp_path):
+    processor = PlaceImageProcessor(size=64, crop_size=48, augment_crop_scale=(0.6, 1.0), augment_rotation=5)
+    processor.save_pretrained(tmp_path)
+    assert (tmp_path / "image_processing_place.py").is_file()  # shipped for trust_remote_code loading
+    loaded = AutoImageProcessor.from_pretrained(tmp_path)
+    assert type(loaded) is PlaceImageProcessor
+    assert list(loaded.augment_crop_scale) == [0.6, 1.0] and loaded.augment_rotation == 5
+    image = _test_image(70, 50)
+    assert torch.equal(_pixels(loaded, image), _pixels(processor, image))
+    torch.manual_seed(0)
+    train_a = _pixels(loaded, image, train=True)
+    torch.manual_seed(0)
+    assert torch.equal(train_a, _pixels(processor, image, train=True))

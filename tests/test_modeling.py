@@ -1,0 +1,222 @@
+"""PlaceConfig / PlaceModel: shapes, validation, both loading paths, pretrained towers, checkpointing, overfitting."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+from transformers import AutoConfig, AutoModel, BertConfig, BertModel
+
+from modeling_place import PlaceConfig, PlaceModel
+from tests.helpers import micro_config, random_batch
+
+
+@pytest.fixture
+def micro_model() -> PlaceModel:
+    torch.manual_seed(0)
+    return PlaceModel(PlaceConfig(**micro_config())).eval()
+
+
+def test_forward_shapes_and_uniform_verbs(micro_model):
+    config = micro_model.config
+    batch = random_batch(config, 3)
+    out = micro_model(**batch, return_loss=True)
+    d, m, k, n = config.projection_dim, config.num_queries, config.max_sentences, (32 // 8) ** 2
+    assert out.logits_per_image.shape == (3, 3) and out.image_embeds.shape == (3, d)
+    assert out.observation_embeds.shape == (3, m, d) and out.observation_attentions.shape == (3, m, n)
+    assert out.sentence_embeds.shape == (3, k, d) and out.sentence_mask.shape == (3, k)
+    torch.testing.assert_close(out.observation_attentions.sum(-1), torch.ones(3, m))
+    for name in ("loss", "loss_ita", "loss_pcma", "loss_ce"):
+        assert torch.isfinite(getattr(out, name)), name
+    image = micro_model.get_image_features(batch["pixel_values"]).pooler_output
+    torch.testing.assert_close(image, out.image_embeds)
+    text = micro_model.get_text_features(batch["input_ids"], batch["attention_mask"]).pooler_output
+    torch.testing.assert_close(text, out.text_embeds)
+    assert micro_model.get_patch_features(batch["pixel_values"]).last_hidden_state.shape == (3, n, 48)
+
+
+def test_observation_scores_and_grounding(micro_model):
+    batch = random_batch(micro_model.config, 2)
+    sentences = micro_model.get_sentence_features(batch["input_ids"], batch["attention_mask"], batch["sentence_ids"])
+    scores = micro_model.observation_scores(sentences.sentence_embeds, batch["pixel_values"])
+    assert scores.shape == (2, micro_model.config.max_sentences, 2)
+    maps = micro_model.ground(batch["pixel_values"], sentences.sentence_embeds)
+    assert maps.shape == (2, micro_model.config.max_sentences, 32, 32)
+    assert maps.min() >= 0 and maps.max() <= 1
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"ce_mode": "sparse"}, "ce_mode"),
+        ({"mask_ratio": 1.0}, "mask_ratio"),
+        ({"num_queries": 0}, "num_queries"),
+        ({"tau_match": -0.1}, "tau_match"),
+        ({"lambda_ita": 0.0, "lambda_pcma": 0.0}, "lambda_ita"),
+        ({"lambda_ce": float("nan")}, "lambda_ce"),
+        ({"logit_scale_init": 200.0}, "logit_scale_init"),
+        ({"pcma_matching": "fuzzy"}, "pcma_matching"),
+        ({"vision_config": {"architecture": "resnet50"}}, "architecture"),
+    ],
+)
+def test_invalid_config_names_the_field(overrides, field):
+    with pytest.raises(ValueError, match=field):
+        PlaceConfig(**micro_config(**overrides))
+
+
+def test_vpoe_heads_must_divide_vision_width():
+    with pytest.raises(ValueError, match="vpoe_num_heads"):
+        PlaceModel(PlaceConfig(**micro_config(vpoe_num_heads=5)))
+
+
+def test_presets():
+    tiny, base = PlaceConfig.from_preset("tiny"), PlaceConfig.from_preset("base")
+    assert tiny.vision_config.model_args["depth"] == 4 and base.text_config.num_hidden_layers == 12
+    assert base.vision_config.architecture == "vit_base_patch16_224" and base.patch_size == 16
+    with pytest.raises(ValueError, match="preset"):
+        PlaceConfig.from_preset("huge")
+
+
+def test_installed_auto_classes_round_trip(micro_model, tmp_path):
+    micro_model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists() and not list(tmp_path.glob("*.bin"))
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), PlaceConfig)
+    loaded = AutoModel.from_pretrained(tmp_path).eval()
+    assert type(loaded) is PlaceModel
+    batch = random_batch(micro_model.config, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**batch).logits_per_image, micro_model(**batch).logits_per_image, rtol=0, atol=0)
+
+
+REMOTE_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    class BlockPackage:  # the package must not be importable: only the folder's custom code may be used
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("modeling_place", "processing"):
+                raise ImportError("blocked " + name)
+    sys.meta_path.insert(0, BlockPackage())
+    import torch
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModel
+    folder = sys.argv[1]
+    model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+    assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+    batch = load_file(folder + "/batch.safetensors")
+    with torch.no_grad():
+        out = model(**batch)
+    save_file({"logits": out.logits_per_image.contiguous()}, folder + "/remote_out.safetensors")
+    """
+)
+
+
+def test_remote_code_round_trip_without_package(micro_model, tmp_path):
+    from safetensors.torch import load_file
+
+    micro_model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["auto_map"]["AutoModel"] == "modeling_place.PlaceModel"
+    batch = random_batch(micro_model.config, 2)
+    save_file(batch, tmp_path / "batch.safetensors")
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": ""}
+    subprocess.run([sys.executable, "-c", REMOTE_SCRIPT, str(tmp_path)], check=True, cwd=tmp_path, env=env)
+    with torch.no_grad():
+        expected = micro_model(**batch).logits_per_image
+    torch.testing.assert_close(load_file(tmp_path / "remote_out.safetensors")["logits"], expected, rtol=0, atol=0)
+
+
+def test_other_model_type_fails_clearly(tmp_path):
+    BertModel(BertConfig(**micro_config()["text_config"])).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="'bert' checkpoint, not a PLACE model"):
+        PlaceModel.from_pretrained(tmp_path)
+
+
+def test_from_encoders_keeps_pretrained_towers(tmp_path):
+    config = PlaceConfig(**micro_config())
+    vit = timm.create_model(config.vision_config.architecture, num_classes=0, **config.vision_config.model_args)
+    save_file(vit.state_dict(), tmp_path / "vit.safetensors")
+    bert = BertModel(BertConfig(**micro_config()["text_config"]), add_pooling_layer=False)
+    bert.save_pretrained(tmp_path / "bert")
+    model = PlaceModel.from_encoders(vision=tmp_path / "vit.safetensors", text=tmp_path / "bert", config=config)
+    for name, value in vit.state_dict().items():
+        torch.testing.assert_close(model.vision_model.timm_model.state_dict()[name], value, msg=name)
+    for name, value in bert.state_dict().items():
+        torch.testing.assert_close(model.text_model.state_dict()[name], value, msg=name)
+    with pytest.raises(FileNotFoundError, match="safetensors"):
+        model.load_encoders(vision=tmp_path / "vit.pth")
+
+
+def test_from_encoders_rejects_mismatched_tower(tmp_path):
+    other = timm.create_model("vit_tiny_patch16_224", num_classes=0, img_size=32, patch_size=8, depth=1, embed_dim=24,
+                              num_heads=3)
+    save_file(other.state_dict(), tmp_path / "vit.safetensors")
+    with pytest.raises(ValueError, match="does not fit"):
+        PlaceModel.from_encoders(vision=tmp_path / "vit.safetensors", config=PlaceConfig(**micro_config()))
+
+
+def test_gradient_checkpointing_gives_same_loss_and_gradients():
+    no_dropout = {**micro_config()["text_config"], "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    config = PlaceConfig(**micro_config(text_config=no_dropout))
+    torch.manual_seed(0)
+    model = PlaceModel(config).train()
+    batch = random_batch(config, 4)
+
+    def loss_and_grad():
+        model.zero_grad()
+        loss = model(**batch, return_loss=True).loss
+        loss.backward()
+        return loss.detach(), model.vision_model.timm_model.patch_embed.proj.weight.grad.clone()
+
+    plain = loss_and_grad()
+    model.activation_checkpointing_enable()
+    assert model.vision_model.timm_model.grad_checkpointing
+    checkpointed = loss_and_grad()
+    torch.testing.assert_close(checkpointed[0], plain[0])
+    torch.testing.assert_close(checkpointed[1], plain[1])
+
+
+@pytest.mark.parametrize("ce_mode", ["dense", "masked"])
+def test_masked_and_dense_modes_train(ce_mode):
+    model = PlaceModel(PlaceConfig(**micro_config(ce_mode=ce_mode))).train()
+    out = model(**random_batch(model.config, 4), return_loss=True)
+    out.loss.backward()
+    assert model.correlation_head.output.fc2.weight.grad is not None
+    assert (model.mask_token is not None) == (ce_mode == "masked")
+
+
+def test_ablation_without_ce_has_no_correlation_head():
+    model = PlaceModel(PlaceConfig(**micro_config(lambda_ce=0.0)))
+    out = model(**random_batch(model.config, 2), return_loss=True)
+    assert model.correlation_head is None and out.loss_ce is None
+    torch.testing.assert_close(out.loss, out.loss_ita + out.loss_pcma)
+
+
+def test_pcma_needs_sentence_ids(micro_model):
+    batch = random_batch(micro_model.config, 2)
+    batch.pop("sentence_ids")
+    with pytest.raises(ValueError, match="sentence_ids"):
+        micro_model(**batch, return_loss=True)
+
+
+def test_tiny_preset_overfits_one_batch_all_losses_decrease():
+    torch.manual_seed(0)
+    config = PlaceConfig.from_preset("tiny")
+    model = PlaceModel(config).train()
+    batch = random_batch(config, 8, length=32)
+    # distinct sentences except one shared by two reports, so PCMA has a reachable optimum
+    batch["sentence_hashes"] = (torch.arange(8 * 16).view(8, 16) + 1) * (batch["sentence_hashes"] != 0)
+    batch["sentence_hashes"][1, 0] = batch["sentence_hashes"][0, 0]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4)
+    history = []
+    for _ in range(50):
+        out = model(**batch, return_loss=True)
+        out.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        history.append([out.loss_ita.item(), out.loss_pcma.item(), out.loss_ce.item()])
+    first, last = torch.tensor(history[:3]).mean(0), torch.tensor(history[-3:]).mean(0)
+    assert (last < 0.85 * first).all(), f"losses did not decrease enough: {first.tolist()} -> {last.tolist()}"
