@@ -31,8 +31,8 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=["modeling_place", "processing"],
-    package_data={"processing": ["*.json", "*.txt"], "modeling_place": ["*.json"]},
+    packages=["modeling_place", "processing", "training", "place_hub", "evaluation"],
+    package_data={"processing": ["*.json", "*.txt"], "modeling_place": ["*.json"], "evaluation": ["metrics/*/*.py"]},
     install_requires=REQUIRES,
     extras_require=EXTRAS,
     entry_points={

@@ -38,11 +38,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from processing.image_processing_place import PlaceImageProcessor  # noqa: E402
-from processing.processing_place import PlaceProcessor  # noqa: E402
-from processing.report_place import report_to_sentences, sentence_hash  # noqa: E402
-from processing.tokenization_place import load_tokenizer, train_wordpiece_tokenizer  # noqa: E402
-
+from processing.image_processing_place import PlaceImageProcessor
+from processing.processing_place import PlaceProcessor
+from processing.report_place import report_to_sentences, sentence_hash
+from processing.tokenization_place import load_tokenizer, train_wordpiece_tokenizer
 
 RESULTS_FILE = Path(__file__).resolve().parent / "results" / "processing_speed.json"
 FINDING_SENTENCES = [
@@ -59,8 +58,12 @@ FINDING_SENTENCES = [
     "Degenerative changes of the thoracic spine are noted.",
     "The mediastinal and hilar contours are within normal limits.",
 ]
-IMPRESSION_SENTENCES = ["No acute cardiopulmonary process.", "Small left effusion.", "Improved edema.",
-                        "Findings were discussed with Dr. ___ at 3:10 p.m."]
+IMPRESSION_SENTENCES = [
+    "No acute cardiopulmonary process.",
+    "Small left effusion.",
+    "Improved edema.",
+    "Findings were discussed with Dr. ___ at 3:10 p.m.",
+]
 
 
 def synthetic_reports(count: int, seed: int = 0) -> list[str]:
@@ -116,7 +119,9 @@ def text_rates(reports: list[str], batch_size: int, repeats: int) -> dict[str, f
         processor = PlaceProcessor(tokenizer=tokenizer, max_sentences=16, max_length=128)
         batches = [reports[start : start + batch_size] for start in range(0, len(reports), batch_size)]
         rates[f"reports_per_s_processor_{name}"] = best_rate(
-            lambda: [processor(text=batch) for batch in batches], len(reports), repeats
+            lambda processor=processor, batches=batches: [processor(text=batch) for batch in batches],
+            len(reports),
+            repeats,
         )
     return rates
 

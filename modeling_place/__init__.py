@@ -1,9 +1,23 @@
 """PLACE model package: configuration, model, losses, and registration with the transformers Auto classes."""
 
-from transformers import AutoConfig, AutoModel
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForImageClassification,
+    AutoModelForImageTextToText,
+    AutoModelForObjectDetection,
+    AutoModelForSemanticSegmentation,
+)
 
 from .configuration_place import PlaceConfig
 from .modeling_place import PlaceModel, PlaceOutput, PlacePreTrainedModel
+from .heads_place import (
+    PlaceForImageClassification,
+    PlaceForObjectDetection,
+    PlaceForReportGeneration,
+    PlaceForSemanticSegmentation,
+    PlaceObjectDetectionOutput,
+)
 
 AutoConfig.register("place", PlaceConfig, exist_ok=True)
 AutoModel.register(PlaceConfig, PlaceModel, exist_ok=True)
@@ -11,4 +25,25 @@ AutoModel.register(PlaceConfig, PlaceModel, exist_ok=True)
 PlaceConfig.register_for_auto_class()
 PlaceModel.register_for_auto_class("AutoModel")
 
-__all__ = ["PlaceConfig", "PlaceModel", "PlaceOutput", "PlacePreTrainedModel"]
+# Downstream heads (heads_place.py): installed-package registration and Hub custom code.
+_HEADS = {
+    AutoModelForImageClassification: PlaceForImageClassification,
+    AutoModelForSemanticSegmentation: PlaceForSemanticSegmentation,
+    AutoModelForObjectDetection: PlaceForObjectDetection,
+    AutoModelForImageTextToText: PlaceForReportGeneration,
+}
+for _auto_class, _head in _HEADS.items():
+    _auto_class.register(PlaceConfig, _head, exist_ok=True)
+    _head.register_for_auto_class(_auto_class.__name__)
+
+__all__ = [
+    "PlaceConfig",
+    "PlaceForImageClassification",
+    "PlaceForObjectDetection",
+    "PlaceForReportGeneration",
+    "PlaceForSemanticSegmentation",
+    "PlaceModel",
+    "PlaceObjectDetectionOutput",
+    "PlaceOutput",
+    "PlacePreTrainedModel",
+]

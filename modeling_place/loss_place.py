@@ -27,12 +27,11 @@ def gather_with_grad(tensor: Tensor) -> Tensor:
         return tensor
     try:
         from torch.distributed._functional_collectives import all_gather_single_autograd
-
-        return all_gather_single_autograd(tensor.contiguous(), gather_dim=0, group=dist.group.WORLD)
-    except (ImportError, RuntimeError):  # older torch: the classic autograd collective
+    except ImportError:  # older torch: the classic autograd collective
         from torch.distributed.nn.functional import all_gather
 
         return torch.cat(all_gather(tensor.contiguous()), dim=0)
+    return all_gather_single_autograd(tensor.contiguous(), gather_dim=0, group=dist.group.WORLD)
 
 
 def distributed_context() -> tuple[int, int]:

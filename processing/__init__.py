@@ -46,3 +46,4 @@ __all__ = [
     "split_sentences",
     "train_wordpiece_tokenizer",
 ]
+from .synthetic_cxr import FINDINGS, build_split, generate_case, label_fraction_subset  # noqa: F401

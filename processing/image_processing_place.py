@@ -34,7 +34,6 @@ from transformers.image_transforms import group_images_by_shape, reorder_images
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling, SizeDict
 from transformers.processing_utils import ImagesKwargs, Unpack
 
-
 __all__ = ["PlaceImageKwargs", "PlaceImageProcessor", "load_image_file", "to_grayscale_float"]
 
 # ITU-R BT.601 luma weights: what PIL uses for RGB -> L.
@@ -70,7 +69,8 @@ class PlaceImageProcessor(TorchvisionBackend):
 
     Defaults: `size` 256 x 256 (the image is fitted inside it and zero-padded), `crop_size` 224 x 224,
     ImageNet mean / std, bilinear antialiased resizing, augmentation off. Every default is a class attribute
-    and can be overridden at construction or per call, like any transformers image processor.
+    and can be overridden at construction or per call, like any transformers image processor. `do_resize` and
+    `do_rescale` are not consulted: images are always fitted to `size` and scaled by their own bit depth.
 
     Example:
         ```python
@@ -119,7 +119,10 @@ class PlaceImageProcessor(TorchvisionBackend):
         return image_url_or_urls
 
     def _prepare_images_structure(self, images: Any, expected_ndims: int = 3) -> list[Any]:
-        return _flatten_images(self.fetch_images(images))
+        flat = _flatten_images(self.fetch_images(images))
+        if not flat:
+            raise ValueError("No images given: pass at least one image")
+        return flat
 
     def process_image(self, image: Any, **kwargs: Any) -> torch.Tensor:
         """One raw image -> float32 tensor 1 x H x W in [0, 1]."""
@@ -292,7 +295,7 @@ def to_grayscale_float(image: Any) -> np.ndarray:
     array = _pil_to_array(image) if isinstance(image, PIL.Image.Image) else _tensor_to_array(image)
     if array.ndim == 3:
         array = _channels_last(array)
-    if array.ndim != 2 and array.ndim != 3 or array.size == 0:
+    if (array.ndim != 2 and array.ndim != 3) or array.size == 0:
         raise ValueError(f"Unsupported image shape {array.shape}: expected H x W or H x W x C with C <= 4")
     gray = _scale_to_unit(array)
     if gray.ndim == 3:

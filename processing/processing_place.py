@@ -31,7 +31,6 @@ from transformers.processing_utils import ProcessorMixin
 from .image_processing_place import PlaceImageProcessor
 from .report_place import report_to_sentences, sentence_hash
 
-
 __all__ = ["NO_CUT", "PlaceProcessor", "assign_sentence_ids", "first_dropped_characters"]
 
 _DEFAULT_SECTIONS = ("findings", "impression")
@@ -72,7 +71,8 @@ class PlaceProcessor(ProcessorMixin):
             raise ValueError("PlaceProcessor needs a tokenizer (see processing.tokenization_place)")
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError(
-                f"PlaceProcessor needs a tokenizers-backed tokenizer with offset mapping; got {type(tokenizer).__name__}"
+                "PlaceProcessor needs a tokenizers-backed tokenizer with offset mapping; "
+                f"got {type(tokenizer).__name__}"
             )
         if getattr(tokenizer, "truncation_side", "right") != "right":
             raise ValueError("PlaceProcessor needs a tokenizer with truncation_side='right' (reports keep their start)")
@@ -142,9 +142,11 @@ class PlaceProcessor(ProcessorMixin):
         self, text: str | Sequence[str], max_length: int | None, max_sentences: int | None, padding: bool | str
     ) -> dict[str, np.ndarray]:
         reports = [text] if isinstance(text, str) else list(text)
+        if not reports:
+            raise ValueError("`text` is an empty list: pass at least one report")
         slots = max_sentences or self.max_sentences
         sentences = [self._sentences_of(report, index, slots) for index, report in enumerate(reports)]
-        joined, spans = zip(*(_join_with_spans(report_sentences) for report_sentences in sentences))
+        joined, spans = zip(*(_join_with_spans(report_sentences) for report_sentences in sentences), strict=True)
         encoding = self.tokenizer(
             list(joined),
             truncation=True,
@@ -210,7 +212,7 @@ def first_dropped_characters(encoding: Any) -> np.ndarray:
 
 def _first_dropped_character(text_encoding: Any) -> int:
     for overflow in text_encoding.overflowing[:1]:
-        for (start, _), special in zip(overflow.offsets, overflow.special_tokens_mask):
+        for (start, _), special in zip(overflow.offsets, overflow.special_tokens_mask, strict=True):
             if not special:
                 return start
     return NO_CUT

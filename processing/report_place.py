@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import re
 import unicodedata
 from collections.abc import Sequence
-
 
 __all__ = [
     "SECTION_ALIASES",
@@ -69,6 +69,7 @@ SECTION_ALIASES: dict[str, str] = {
     "wet read": "wet read",
 }
 
+
 # Longest names first so that "clinical history" wins over "history"; internal spaces match any blank run.
 def _header_alternatives(upper: bool) -> str:
     names = sorted(SECTION_ALIASES, key=len, reverse=True)
@@ -85,9 +86,7 @@ _HEADER_RE = re.compile(
 )
 
 #: Abbreviations that never end a sentence ("Dr. ___", "e.g. pneumonia", "approx. 5 cm").
-_NEVER_FINAL = frozenset(
-    "dr drs mr mrs ms prof vs e.g eg i.e ie approx appr apprx incl cf fig figs st resp".split()
-)
+_NEVER_FINAL = frozenset("dr drs mr mrs ms prof vs e.g eg i.e ie approx appr apprx incl cf fig figs st resp".split())
 #: Abbreviations that end a sentence only when the next word is not lower case ("5 cm. The" vs "5 cm. in").
 _MAYBE_FINAL = frozenset("cm mm m in ft etc a.m p.m pt pts min sec hr hrs".split())
 
@@ -135,7 +134,7 @@ def find_sections(report: str) -> dict[str, str]:
     if not headers:
         return {}
     sections: dict[str, list[str]] = {"preamble": [text[: headers[0].start()]]}
-    for header, following in zip(headers, headers[1:] + [None]):
+    for header, following in zip(headers, [*headers[1:], None], strict=True):
         name = SECTION_ALIASES[_WHITESPACE_RE.sub(" ", (header["line"] or header["inline"]).lower())]
         body = text[header.end() : following.start() if following else len(text)]
         sections.setdefault(name, []).append(body)
@@ -229,7 +228,7 @@ def _split_inline_bullets(paragraph: str) -> list[str]:
             cuts.append(match.start())
             expected = number + 1
     bounds = [0, *cuts, len(paragraph)]
-    return [paragraph[start:end].strip() for start, end in zip(bounds, bounds[1:])]
+    return [paragraph[start:end].strip() for start, end in itertools.pairwise(bounds)]
 
 
 def _split_block_sentences(block: str) -> list[str]:

@@ -45,7 +45,7 @@ from .synthetic_render import (
 )
 from .synthetic_reports import report_sections, write_report
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 
 FINDINGS: tuple[str, ...] = (
     "No Finding",
@@ -75,7 +75,10 @@ _AFFINITY = {
     frozenset({"Fracture", "Pneumothorax"}): 2.5,
 }
 _COUNT_PRIOR = (0.3, 0.32, 0.21, 0.12, 0.05)
-SUBTLE_PROBABILITY = 0.3
+SUBTLE_PROBABILITY = 0.2
+# Global multiplier of every finding's density change: the main difficulty knob (tuned with
+# benchmarks/synthetic_difficulty.py so that the BENCHMARK.md targets hold).
+FINDING_CONTRAST = 1.0
 _PLACEMENT_ATTEMPTS = 20
 _MIN_MASK_PIXELS = 3
 
@@ -130,7 +133,7 @@ def render_case(rng: np.random.Generator, image_size: int, names: list[str]) -> 
     if "Cardiomegaly" in names:
         cardiomegaly, ctr = render_cardiomegaly(None, rng, subtle["Cardiomegaly"])
         rendered.append(cardiomegaly)
-    geom = build_geometry(anatomy, work, ctr)
+    geom = build_geometry(anatomy, work)
     density, markings, heart = render_density(geom, ctr)
     scale = 1.0
     for name in names:
@@ -139,7 +142,7 @@ def render_case(rng: np.random.Generator, image_size: int, names: list[str]) -> 
     for item in rendered:
         if item.name == "Cardiomegaly":
             item.mask = (heart > 0.5) & (geom.v < geom.dome + 0.01)
-        density += item.add
+        density += item.add * FINDING_CONTRAST if FINDING_CONTRAST != 1.0 else item.add
         scale = scale * item.marking_scale
     density += markings * scale
     image = expose(density, anatomy, rng, image_size)

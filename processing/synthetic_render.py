@@ -10,7 +10,7 @@ Every finding returns a boolean pixel mask; its box is derived from the mask.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -100,9 +100,7 @@ class Anatomy:
     half_width: float
     mediastinum: float
     ctr: float
-    heart_v: float
     rib_start: float
-    rib_spacing: float
     projection: str
     exposure: float
     gamma: float
@@ -111,6 +109,20 @@ class Anatomy:
     gastric_bubble: bool
     texture_index: int
     texture_shift: tuple[int, int]
+
+    @property
+    def heart_v(self) -> float:
+        """Vertical level of the hila / upper heart, 0.1 above the mean diaphragm."""
+        return 0.5 * (self.dome_right + self.dome_left) - 0.1
+
+    @property
+    def rib_spacing(self) -> float:
+        """Vertical distance between consecutive posterior ribs (about 9 above the left dome)."""
+        return (self.dome_left - self.rib_start) / 9.2
+
+    def rib_curve(self, a: np.ndarray | float) -> np.ndarray | float:
+        """Top of the posterior rib arcs at lateral distance ``a``: rising from the spine, falling laterally."""
+        return self.rib_start - 0.45 * a + 1.9 * a * a
 
     @property
     def inspiration(self) -> str:
@@ -129,7 +141,7 @@ def sample_anatomy(rng: np.random.Generator, size: int) -> Anatomy:
         dome_right=dome_right, dome_left=dome_right + rng.uniform(0.01, 0.04),
         half_width=rng.uniform(0.33, 0.40), mediastinum=rng.uniform(0.05, 0.065),
         ctr=rng.uniform(0.38, 0.48) * (1.06 if projection == "AP" else 1.0),
-        heart_v=0.0, rib_start=apex - rng.uniform(0.03, 0.05), rib_spacing=0.0, projection=projection,
+        rib_start=apex - rng.uniform(0.03, 0.05), projection=projection,
         exposure=rng.uniform(0.85, 1.15), gamma=rng.uniform(0.8, 1.25), noise=rng.uniform(0.01, 0.03),
         blur=rng.uniform(0.0, 1.0), gastric_bubble=bool(rng.random() < 0.7),
         texture_index=int(rng.integers(_TEXTURE_BANK)),
@@ -152,7 +164,7 @@ class Geometry:
     lung: np.ndarray
     ridges: np.ndarray
     blobs: np.ndarray
-    ribs: np.ndarray = field(default=None)  # type: ignore[assignment]
+    ribs: np.ndarray | None = None
 
     def side_mask(self, side: str) -> np.ndarray:
         """Boolean half-image of the patient's ``side`` ("right" is the image left)."""
@@ -174,7 +186,7 @@ class Geometry:
         return float(u * self.size), float(y * self.size)
 
 
-def build_geometry(anatomy: Anatomy, size: int, ctr: float) -> Geometry:
+def build_geometry(anatomy: Anatomy, size: int) -> Geometry:
     """Rotate the grid and compute lung fields, lateral chest wall and diaphragm for this patient."""
     u, v0 = _base_grid(size)
     cos, sin = np.float32(np.cos(anatomy.angle)), np.float32(np.sin(anatomy.angle))
@@ -195,9 +207,7 @@ def build_geometry(anatomy: Anatomy, size: int, ctr: float) -> Geometry:
     ridges, blobs = _texture_bank(size)[anatomy.texture_index]
     ridges = np.roll(ridges, anatomy.texture_shift, axis=(0, 1))
     blobs = np.roll(blobs, anatomy.texture_shift, axis=(1, 0))
-    geometry = Geometry(anatomy, size, du, v, a, right, lateral, dome, lung, ridges, blobs)
-    geometry.anatomy.heart_v = float(0.5 * (anatomy.dome_right + anatomy.dome_left) - 0.1)
-    return geometry
+    return Geometry(anatomy, size, du, v, a, right, lateral, dome, lung, ridges, blobs)
 
 
 def heart_field(geom: Geometry, ctr: float) -> np.ndarray:
@@ -215,9 +225,8 @@ def heart_field(geom: Geometry, ctr: float) -> np.ndarray:
 def rib_field(geom: Geometry) -> np.ndarray:
     """Curved posterior ribs with bright cortical margins plus faint anterior ribs, a few array ops each."""
     an, a, v = geom.anatomy, geom.a, geom.v
-    spacing = (an.dome_left - an.rib_start) / 9.2
-    an.rib_spacing = spacing
-    phase = (v - an.rib_start + 0.45 * a - 1.9 * a * a) / spacing
+    spacing = an.rib_spacing
+    phase = (v - an.rib_curve(a)) / spacing
     offset = np.abs(phase - np.floor(phase) - 0.25)
     body = ramp(0.2 - offset, 0.06)
     cortex = ramp(0.05 - np.abs(offset - 0.19), 0.06)
@@ -341,7 +350,7 @@ def render_pneumothorax(geom: Geometry, rng: np.random.Generator, subtle: bool) 
     side = str(rng.choice(SIDES))
     size = "small" if subtle or rng.random() < 0.5 else "large"
     an = geom.anatomy
-    width = rng.uniform(0.012, 0.025) if size == "small" else rng.uniform(0.04, 0.08)
+    width = rng.uniform(0.02, 0.035) if size == "small" else rng.uniform(0.05, 0.09)
     depth = (rng.uniform(0.2, 0.35) if size == "small" else rng.uniform(0.6, 0.9)) * (an.dome_left - an.apex)
     taper = ramp(an.apex + depth - geom.v, 0.06)
     rim = width * (0.4 + 1.2 * taper) * taper
@@ -349,9 +358,9 @@ def render_pneumothorax(geom: Geometry, rng: np.random.Generator, subtle: bool) 
     region = ramp(-gap, 0.006) * geom.side_mask(side) * (geom.lung > 0.05) * (taper > 0.05)
     line = ramp(0.004 - np.abs(gap), 0.004) * geom.side_mask(side) * (taper > 0.1)
     line *= geom.lung > 0.3
-    amp = 0.06 if subtle else 0.1
+    amp = 0.07 if subtle else 0.12
     mask = (region > 0.5) & (geom.lung > 0.3)
-    add = -amp * region * geom.lung + (0.05 if subtle else 0.09) * line
+    add = -amp * region * geom.lung + (0.07 if subtle else 0.12) * line
     return Rendered("Pneumothorax", {"side": side, "size": size}, mask, add=add,
                     marking_scale=1.0 - region)
 
@@ -364,7 +373,7 @@ def render_consolidation(geom: Geometry, rng: np.random.Generator, subtle: bool)
     field = _zone_ellipse(geom, side, zone, radius, radius * rng.uniform(0.7, 1.1), rng)
     patchy = field + 0.45 * geom.blobs
     inside = ramp(1.0 - patchy, 0.5) * geom.lung * geom.side_mask(side)
-    amp = rng.uniform(0.08, 0.12) if subtle else rng.uniform(0.16, 0.3)
+    amp = rng.uniform(0.1, 0.14) if subtle else rng.uniform(0.2, 0.34)
     bronchograms = geom.ridges * inside * (0.5 * amp)
     mask = (inside > 0.4) & _in_lung(geom, side)
     return Rendered("Consolidation", {"side": side, "zone": zone, "size": size}, mask,
@@ -375,10 +384,10 @@ def render_lesion(geom: Geometry, rng: np.random.Generator, subtle: bool) -> Ren
     """Round opacity: a nodule (< 3 cm) or a mass, faint to dense."""
     side, zone = str(rng.choice(SIDES)), str(rng.choice(ZONES))
     kind = "nodule" if subtle or rng.random() < 0.65 else "mass"
-    radius = rng.uniform(0.012, 0.03) if kind == "nodule" else rng.uniform(0.045, 0.075)
+    radius = rng.uniform(0.016, 0.035) if kind == "nodule" else rng.uniform(0.045, 0.075)
     field = _zone_ellipse(geom, side, zone, radius, radius, rng)
     dome = np.sqrt(np.clip(1.0 - field, 0.0, 1.0))
-    amp = rng.uniform(0.07, 0.11) if subtle else rng.uniform(0.13, 0.28)
+    amp = rng.uniform(0.1, 0.14) if subtle else rng.uniform(0.18, 0.34)
     mask = field < 1.0
     diameter_mm = int(round(radius * 2 * 350 / 5.0) * 5) if kind == "mass" else int(round(radius * 2 * 350))
     attributes = {"side": side, "zone": zone, "kind": kind, "diameter_mm": max(diameter_mm, 5),
@@ -390,7 +399,7 @@ def render_atelectasis(geom: Geometry, rng: np.random.Generator, subtle: bool) -
     """Linear / plate-like opacity, mostly basal, slightly tilted."""
     side = str(rng.choice(SIDES))
     zone = str(rng.choice(ZONES, p=[0.1, 0.2, 0.7]))
-    length, thickness = rng.uniform(0.06, 0.12), rng.uniform(0.008, 0.014) * (0.8 if subtle else 1.3)
+    length, thickness = rng.uniform(0.07, 0.13), rng.uniform(0.011, 0.017) * (0.8 if subtle else 1.3)
     centre_v = geom.zone_center(zone) + (0.04 if zone == "lower" else 0.0) + rng.uniform(-0.02, 0.02)
     an = geom.anatomy
     centre_a = rng.uniform(an.mediastinum + 0.08, an.half_width - 0.08)
@@ -400,7 +409,7 @@ def render_atelectasis(geom: Geometry, rng: np.random.Generator, subtle: bool) -
     along, across = du * np.cos(tilt) + dv * np.sin(tilt), -du * np.sin(tilt) + dv * np.cos(tilt)
     field = (along / length) ** 2 + (across / thickness) ** 2
     inside = ramp(1.0 - field, 0.6) * geom.lung * geom.side_mask(side)
-    amp = rng.uniform(0.09, 0.13) if subtle else rng.uniform(0.15, 0.26)
+    amp = rng.uniform(0.11, 0.15) if subtle else rng.uniform(0.2, 0.32)
     mask = (inside > 0.3) & _in_lung(geom, side)
     return Rendered("Atelectasis", {"side": side, "zone": zone}, mask, add=amp * inside)
 
@@ -412,10 +421,10 @@ def render_edema(geom: Geometry, rng: np.random.Generator, subtle: bool) -> Rend
     spread = rng.uniform(0.03, 0.05)
     distance = ((geom.a - an.mediastinum - 0.04) ** 2 + 0.6 * (geom.v - an.heart_v + 0.06) ** 2) / spread
     haze = geom.lung / (1.0 + distance * distance) * (1.0 + 0.3 * geom.blobs)
-    amp = rng.uniform(0.07, 0.1) if severity == "mild" else rng.uniform(0.12, 0.18)
+    amp = rng.uniform(0.05, 0.08) if severity == "mild" else rng.uniform(0.09, 0.13)
     mask = (haze > 0.35) & (geom.lung > 0.5)
     return Rendered("Edema", {"severity": severity}, mask, add=amp * haze,
-                    marking_scale=1.0 + (0.6 if severity == "mild" else 1.0) * haze)
+                    marking_scale=1.0 + (0.3 if severity == "mild" else 0.5) * haze)
 
 
 def render_cardiomegaly(geom: Geometry, rng: np.random.Generator, subtle: bool) -> tuple[Rendered, float]:
@@ -476,9 +485,9 @@ def render_fracture(geom: Geometry, rng: np.random.Generator, subtle: bool) -> R
     an = geom.anatomy
     side, rib = str(rng.choice(SIDES)), int(rng.integers(4, 10))
     a_break = rng.uniform(0.55, 0.9) * an.half_width
-    rib_v = an.rib_start + (rib - 1 + 0.24) * an.rib_spacing - 0.22 * a_break + a_break * a_break
+    rib_v = an.rib_curve(a_break) + (rib - 1 + 0.25) * an.rib_spacing  # centre of that rib's band
     near = (np.abs(geom.a - a_break) < 0.025) & (np.abs(geom.v - rib_v) < 0.6 * an.rib_spacing)
     near &= geom.side_mask(side)
-    gap = ramp((0.006 if subtle else 0.01) - np.abs(geom.a - a_break + 0.3 * (geom.v - rib_v)), 0.004)
-    add = -0.1 * geom.ribs * gap * near
+    gap = ramp((0.007 if subtle else 0.012) - np.abs(geom.a - a_break + 0.3 * (geom.v - rib_v)), 0.004)
+    add = -0.12 * geom.ribs * gap * near
     return Rendered("Fracture", {"side": side, "rib": rib}, near, add=add)

@@ -14,7 +14,6 @@ from pathlib import Path
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import AutoTokenizer, BertTokenizer, PreTrainedTokenizerBase
 
-
 __all__ = ["BERT_SPECIAL_TOKENS", "load_tokenizer", "train_wordpiece_tokenizer"]
 
 #: In id order: [PAD] = 0 as BERT models expect.
@@ -65,9 +64,11 @@ def train_wordpiece_tokenizer(
         show_progress=False,
     )
     backend.train_from_iterator(_checked_texts(corpus), trainer=trainer)
-    vocab = backend.get_vocab()
-    if len(vocab) <= len(BERT_SPECIAL_TOKENS):
+    learned = sorted(set(backend.get_vocab()) - set(BERT_SPECIAL_TOKENS))
+    if not learned:
         raise ValueError("The corpus produced no tokens: pass a non-empty iterable of non-empty texts")
+    # The trainer numbers tokens in hash-map order, which changes from call to call: sort for reproducible ids.
+    vocab = {token: index for index, token in enumerate([*BERT_SPECIAL_TOKENS, *learned])}
     return BertTokenizer(vocab=vocab, do_lower_case=lowercase, model_max_length=model_max_length)
 
 

@@ -1,10 +1,13 @@
 """Shared test set-up: offline, deterministic, temporary caches."""
 import os
+import tempfile
 
 # Must be set before huggingface_hub / transformers are imported anywhere in the test session.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# Synthetic data built by tests goes to a per-session folder, never to the user's cache.
+os.environ["PLACE_DATA_CACHE"] = tempfile.mkdtemp(prefix="place-test-data-")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -1,5 +1,8 @@
 """PlaceImageProcessor: encodings, DICOM, geometry, augmentation, errors, save / load."""
 
+import re
+import sys
+
 import numpy as np
 import PIL.Image
 import pydicom
@@ -9,7 +12,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 from transformers import AutoImageProcessor
 
-from processing.image_processing_place import PlaceImageProcessor
+from processing.image_processing_place import PlaceImageProcessor, _affine_grid
 
 
 def _test_image(height: int = 48, width: int = 40, seed: int = 0) -> np.ndarray:
@@ -81,6 +84,8 @@ def test_same_image_in_every_encoding_gives_the_same_pixels(tmp_path):
         "pil_I": PIL.Image.fromarray(image16.astype(np.int32)),
         "pil_F": PIL.Image.fromarray((image8 / 255.0).astype(np.float32)),
         "pil_RGBA": PIL.Image.fromarray(image8).convert("RGBA"),
+        "pil_RGB": PIL.Image.fromarray(image8).convert("RGB"),
+        "pil_I;16": PIL.Image.fromarray(image16),
     }
     processor = _unnormalised()
     reference = _pixels(processor, image8)
@@ -154,7 +159,9 @@ def test_augmentation_is_random_seeded_and_off_for_eval():
     assert not torch.equal(first[0], first[1])  # per-image draws
     assert torch.equal(_pixels(processor, image), _pixels(processor, image, train=False))
     augmenting = PlaceImageProcessor(size=32, crop_size=24, do_augment=True)
-    assert not torch.equal(_pixels(augmenting, [image] * 4), _pixels(augmenting, image, train=False).expand(4, -1, -1, -1))
+    assert not torch.equal(
+        _pixels(augmenting, [image] * 4), _pixels(augmenting, image, train=False).expand(4, -1, -1, -1)
+    )
 
 
 def test_truncated_and_non_image_files_raise_value_error_naming_the_path(tmp_path):
@@ -164,13 +171,26 @@ def test_truncated_and_non_image_files_raise_value_error_naming_the_path(tmp_pat
     (tmp_path / "notes.png").write_text("not an image")
     processor = PlaceImageProcessor()
     for name in ("cut.png", "notes.png"):
-        with pytest.raises(ValueError, match=name):
+        with pytest.raises(ValueError, match=re.escape(str(tmp_path / name))):
             processor(str(tmp_path / name))
     (tmp_path / "cut.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\1\2\3")
-    with pytest.raises(ValueError, match="cut.dcm"):
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "cut.dcm"))):
         processor(str(tmp_path / "cut.dcm"))
-    with pytest.raises(FileNotFoundError, match="missing.png"):
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "missing.png"))):
         processor(str(tmp_path / "missing.png"))
+
+
+def test_missing_pydicom_gives_an_install_hint(tmp_path, monkeypatch):
+    _write_dicom(tmp_path / "a.dcm", _test_image(8, 8).astype(np.uint16))
+    monkeypatch.setitem(sys.modules, "pydicom", None)  # makes `import pydicom` fail
+    with pytest.raises(ImportError, match="pip install pydicom"):
+        PlaceImageProcessor()(str(tmp_path / "a.dcm"))
+
+
+def test_fast_affine_grid_matches_torch():
+    theta = torch.randn(5, 2, 3, generator=torch.Generator().manual_seed(0))
+    expected = torch.nn.functional.affine_grid(theta, [5, 1, 7, 9], align_corners=False)
+    torch.testing.assert_close(_affine_grid(theta, 7, 9), expected)
 
 
 def test_bad_inputs_raise_clear_errors():

@@ -20,7 +20,6 @@ from processing.processing_place import PlaceProcessor
 from processing.report_place import sentence_hash
 from processing.tokenization_place import BERT_SPECIAL_TOKENS, load_tokenizer, train_wordpiece_tokenizer
 
-
 CORPUS = [
     "FINDINGS: The lungs are clear. There is no pleural effusion or pneumothorax. Heart size is normal.",
     "IMPRESSION: Small left pleural effusion. Mild cardiomegaly. No focal consolidation.",
@@ -70,6 +69,8 @@ def test_trained_wordpiece_tokenizer(trained_tokenizer, tmp_path):
     trained_tokenizer.save_pretrained(tmp_path)
     reloaded = load_tokenizer(tmp_path)
     assert reloaded("Small left pleural effusion.")["input_ids"] == ids and reloaded.model_max_length == 64
+    again = train_wordpiece_tokenizer(CORPUS, vocab_size=trained_tokenizer.vocab_size, model_max_length=64)
+    assert again.get_vocab() == trained_tokenizer.get_vocab()  # same corpus, same ids: runs are reproducible
     with pytest.raises(TypeError, match="corpus item 1"):
         train_wordpiece_tokenizer(["fine", None], vocab_size=50)
     with pytest.raises(ValueError, match="vocab_size"):
@@ -95,7 +96,15 @@ def test_tokenizers_are_fast_with_a_bounded_length(tokenizer):
     assert tokenizer.is_fast and tokenizer.model_max_length <= 512
     if len(tokenizer) == 30522:  # the real all-MiniLM-L6-v2 (uncased BERT) vocabulary
         assert tokenizer.convert_ids_to_tokens(_tokens_of_sentence(tokenizer, "No pneumothorax.")) == [
-            "no", "p", "##ne", "##um", "##otho", "##ra", "##x", "."]
+            "no",
+            "p",
+            "##ne",
+            "##um",
+            "##otho",
+            "##ra",
+            "##x",
+            ".",
+        ]
 
 
 # ------------------------------------------------------------------------------------------ processor
@@ -121,7 +130,9 @@ def test_sentence_ids_and_hashes_are_exact(tokenizer):
         ids, input_ids = batch["sentence_ids"][row], batch["input_ids"][row]
         for index, sentence in enumerate(sentences):
             assert input_ids[ids == index].tolist() == _tokens_of_sentence(tokenizer, sentence)
-        text_tokens = (batch["attention_mask"][row] == 1) & ~torch.isin(input_ids, torch.tensor(tokenizer.all_special_ids))
+        text_tokens = (batch["attention_mask"][row] == 1) & ~torch.isin(
+            input_ids, torch.tensor(tokenizer.all_special_ids)
+        )
         assert torch.all(ids[text_tokens] >= 0) and torch.all(ids[~text_tokens] == -1)
         expected_hashes = [sentence_hash(sentence) for sentence in sentences] + [0] * (8 - len(sentences))
         assert batch["sentence_hashes"][row].tolist() == expected_hashes
@@ -167,8 +178,12 @@ def test_bad_reports_raise_naming_the_batch_index(trained_tokenizer):
         processor(text=[REPORTS[0], "   "])
     with pytest.raises(ValueError, match="batch index 0"):
         processor(text=["INDICATION: cough. COMPARISON: none."])
-    with pytest.raises(TypeError, match="batch index 1.*float"):
+    with pytest.raises(TypeError, match=r"batch index 1.*float"):
         processor(text=[REPORTS[0], float("nan")])
+    with pytest.raises(ValueError, match="empty list"):
+        processor(text=[])
+    with pytest.raises(ValueError, match="No images"):
+        processor(images=[])
     with pytest.raises(ValueError, match="2 images but 1 reports"):
         processor(images=[np.zeros((8, 8))] * 2, text=REPORTS[0])
     assert processor.is_valid_report(REPORTS[0])

@@ -19,7 +19,6 @@ from processing.report_place import (
     split_sentences,
 )
 
-
 MIMIC_REPORT = """                                 FINAL REPORT
  EXAMINATION:  CHEST (PA AND LAT)
 
@@ -98,13 +97,18 @@ SECTION_CASES = [
             "impression": "No acute disease.",
         },
     ),
-    ("Findings\r\nLungs are clear.\r\n\r\nimpression\r\nNormal chest", {"findings": "Lungs are clear.", "impression": "Normal chest"}),
+    (
+        "Findings\r\nLungs are clear.\r\n\r\nimpression\r\nNormal chest",
+        {"findings": "Lungs are clear.", "impression": "Normal chest"},
+    ),
     (
         "Preliminary text.\nCLINICAL HISTORY: cough\nReason for examination: fever\nConclusion: pneumonia",
         {"preamble": "Preliminary text.", "history": "cough", "indication": "fever", "impression": "pneumonia"},
     ),
-    ("FINDINGS: Small effusion.\nIMPRESSION: Effusion.\nIMPRESSION: Addendum text.", {
-        "findings": "Small effusion.", "impression": "Effusion.\nAddendum text."}),
+    (
+        "FINDINGS: Small effusion.\nIMPRESSION: Effusion.\nIMPRESSION: Addendum text.",
+        {"findings": "Small effusion.", "impression": "Effusion.\nAddendum text."},
+    ),
     ("The history of present illness: none. Findings are stable.", {}),  # prose, not headers
     ("", {}),
 ]
@@ -132,9 +136,17 @@ SENTENCE_CASES = [
     ),
     (
         IU_XRAY_REPORT,
-        ["The heart is normal in size.", "The mediastinum is unremarkable.", "The lungs are clear.", "No acute disease."],
+        [
+            "The heart is normal in size.",
+            "The mediastinum is unremarkable.",
+            "The lungs are clear.",
+            "No acute disease.",
+        ],
     ),
-    ("Heart size normal. Lungs clear. No effusion or pneumothorax", ["Heart size normal.", "Lungs clear.", "No effusion or pneumothorax"]),
+    (
+        "Heart size normal. Lungs clear. No effusion or pneumothorax",
+        ["Heart size normal.", "Lungs clear.", "No effusion or pneumothorax"],
+    ),
     (
         "Clinical history: cough\nImpression: 1. Lungs clear 2. No effusion 3. Stable cardiomegaly.",
         ["Lungs clear", "No effusion", "Stable cardiomegaly."],
@@ -149,11 +161,20 @@ SENTENCE_CASES = [
 SPLIT_CASES = [
     ("Measures 2.5 x 1.3 cm. Unchanged.", ["Measures 2.5 x 1.3 cm.", "Unchanged."]),
     ("The 5 mm. nodule is stable!  Is it new? No", ["The 5 mm. nodule is stable!", "Is it new?", "No"]),
-    ("Atelectasis vs. pneumonia. Clinical correlation advised.", ["Atelectasis vs. pneumonia.", "Clinical correlation advised."]),
+    (
+        "Atelectasis vs. pneumonia. Clinical correlation advised.",
+        ["Atelectasis vs. pneumonia.", "Clinical correlation advised."],
+    ),
     ("Low lung volumes, i.e. poor inspiration. No edema.", ["Low lung volumes, i.e. poor inspiration.", "No edema."]),
-    ("Dr. ___ was notified by Dr. Smith. Findings discussed.", ["Dr. ___ was notified by Dr. Smith.", "Findings discussed."]),
+    (
+        "Dr. ___ was notified by Dr. Smith. Findings discussed.",
+        ["Dr. ___ was notified by Dr. Smith.", "Findings discussed."],
+    ),
     ("Compared to ___. ___. Lungs clear.", ["Compared to ___.", "Lungs clear."]),
-    ("ET tube 4.5 cm above the carina.\n- Stable lines\n* NG tube in stomach", ["ET tube 4.5 cm above the carina.", "Stable lines", "NG tube in stomach"]),
+    (
+        "ET tube 4.5 cm above the carina.\n- Stable lines\n* NG tube in stomach",
+        ["ET tube 4.5 cm above the carina.", "Stable lines", "NG tube in stomach"],
+    ),
     ("lungs are clear. no effusion. heart normal.", ["lungs are clear.", "no effusion.", "heart normal."]),
     ("Line wrapped\nacross lines. Next.", ["Line wrapped across lines.", "Next."]),
     ("...", []),
@@ -215,8 +236,10 @@ def test_sentence_hash_is_pinned_nonzero_and_normalisation_invariant():
     assert sentence_hash("No pneumothorax.") != sentence_hash("Small pneumothorax.")
 
 
-@pytest.mark.parametrize("function", [find_sections, extract_report_text, split_sentences, normalize_sentence,
-                                      sentence_hash, report_to_sentences])
+@pytest.mark.parametrize(
+    "function",
+    [find_sections, extract_report_text, split_sentences, normalize_sentence, sentence_hash, report_to_sentences],
+)
 @pytest.mark.parametrize("value", [None, float("nan"), b"FINDINGS: clear.", 3])
 def test_non_string_input_raises_type_error_naming_type(function, value):
     with pytest.raises(TypeError, match=type(value).__name__):

@@ -7,6 +7,7 @@ import pytest
 
 from processing.synthetic_cxr import (
     FINDINGS,
+    GENERATOR_VERSION,
     PATHOLOGIES,
     RETRIEVAL_CLASSES,
     build_split,
@@ -127,4 +128,4 @@ def test_cli_writes_contact_sheet(tmp_path):
     assert main(["--splits", "report", "--out", str(tmp_path), "--size-scale", "0.001", "--image-size", "48",
                  "--contact-sheet", str(sheet)]) == 0
     assert sheet.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (tmp_path / "v1").is_dir()
+    assert (tmp_path / f"v{GENERATOR_VERSION}").is_dir()

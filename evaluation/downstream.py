@@ -1,0 +1,294 @@
+"""The downstream protocols of METHOD.md on the synthetic benchmark, shared by `examples/` and `examples/evaluate.py`.
+
+Each `run_*` function takes a pretrained PLACE folder and an `argparse.Namespace`-like settings object, trains
+what the protocol trains (validation-based checkpoint selection, never test), evaluates on test and returns
+a JSON-ready dict. Data come from `processing.synthetic_cxr.build_split`; images are processed in batches on
+the fly (no dataset-sized tensors). Frozen-encoder linear probes train on cached CLS features.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .functional import cider_d, corpus_bleu, detection_map, dice_per_image, multilabel_auroc, rouge_l
+from .postprocessing import PlaceImageProcessorForTasks
+
+DETECTION_TASKS = {"opacity": ("opacity_boxes", "opacity_categories"), "device": ("device_boxes", "device_categories")}
+SEGMENTATION_TASKS = {"pneumothorax": "pneumothorax_mask", "opacity": "opacity_mask"}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Set-up
+# ----------------------------------------------------------------------------------------------------------
+def task_image_processor(config: Any) -> PlaceImageProcessorForTasks:
+    """Eval-mode image processor for a model: crop = the model's input size, canvas 256/224 of it."""
+    crop = config.image_size
+    canvas = round(crop * 256 / 224)
+    return PlaceImageProcessorForTasks(size={"height": canvas, "width": canvas}, crop_size={"height": crop, "width": crop})
+
+
+def load_split(name: str, settings: Any):
+    """A synthetic benchmark split (`settings.size` scales it; None = BENCHMARK.md sizes)."""
+    from processing.synthetic_cxr import build_split
+
+    return build_split(name, cache_dir=settings.data_cache, seed=settings.seed, size=settings.size,
+                       image_size=settings.image_size)
+
+
+def fraction_of(dataset: Any, fraction: float, seed: int) -> Any:
+    from processing.synthetic_cxr import label_fraction_subset
+
+    return label_fraction_subset(dataset, fraction, seed)
+
+
+def batches(dataset: Any, batch_size: int, shuffle: bool = False, seed: int = 0) -> Iterator[dict[str, list]]:
+    """Column-dict batches of a `datasets.Dataset` (a fresh permutation per call when shuffling)."""
+    order = np.random.default_rng(seed).permutation(len(dataset)) if shuffle else np.arange(len(dataset))
+    for start in range(0, len(dataset), batch_size):
+        yield dataset[order[start : start + batch_size].tolist()]
+
+
+def pixels_of(processor: PlaceImageProcessorForTasks, rows: dict[str, list], train: bool = False) -> torch.Tensor:
+    return processor(rows["image"], return_tensors="pt", do_augment=train)["pixel_values"]
+
+
+def write_json(path: str | Path, payload: dict[str, Any]) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(payload, indent=2, default=float))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training with validation-based selection
+# ----------------------------------------------------------------------------------------------------------
+def fit(
+    model: torch.nn.Module,
+    step_batches: Callable[[int], Iterator[dict[str, Any]]],
+    validate: Callable[[], float],
+    epochs: int,
+    lr: float,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """AdamW on the trainable parameters; after each epoch `validate()` (higher is better) and keep the best.
+
+    `step_batches(epoch)` yields model keyword arguments (with labels). The best epoch's trainable weights
+    are restored at the end. Returns the validation history and the best epoch.
+    """
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=1e-4)
+    best_score, best_epoch, best_state, history = -np.inf, -1, None, []
+    for epoch in range(epochs):
+        model.train()
+        losses = []
+        for batch in step_batches(epoch):
+            loss = model(**batch).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+        model.eval()
+        score = validate()
+        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                        "validation": score})
+        log(f"  epoch {epoch}: loss {history[-1]['train_loss']:.4f}, validation {score:.4f}")
+        if score > best_score:
+            best_score, best_epoch = score, epoch
+            best_state = copy.deepcopy({k: v for k, v in model.state_dict().items() if _is_trainable(model, k)})
+    if best_state is not None:
+        model.load_state_dict(best_state, strict=False)
+    return {"history": history, "best_epoch": best_epoch, "best_validation": float(best_score)}
+
+
+def _is_trainable(model: torch.nn.Module, key: str) -> bool:
+    parameters = dict(model.named_parameters())
+    return key not in parameters or parameters[key].requires_grad
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Classification
+# ----------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def classification_scores(model: Any, processor: Any, dataset: Any, batch_size: int) -> np.ndarray:
+    """Sigmoid (multi-label) or softmax scores `(N, C)` of a classification head."""
+    model.eval()
+    outputs = [model(pixel_values=pixels_of(processor, rows)).logits.float() for rows in batches(dataset, batch_size)]
+    logits = torch.cat(outputs)
+    multi = model.config.problem_type == "multi_label_classification"
+    return (logits.sigmoid() if multi else logits.softmax(-1)).numpy()
+
+
+@torch.no_grad()
+def cls_features(model: Any, processor: Any, dataset: Any, batch_size: int) -> torch.Tensor:
+    """Final-norm CLS features `(N, D_v)` of a classification head's (frozen) encoder."""
+    model.eval()
+    return torch.cat([model.split_tokens(model.encode(pixels_of(processor, rows)))[0].float()
+                      for rows in batches(dataset, batch_size)])
+
+
+def auroc_of(scores: np.ndarray, dataset: Any, names: Sequence[str]) -> dict[str, Any]:
+    return multilabel_auroc(scores, np.asarray(dataset["labels"]), names)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Segmentation
+# ----------------------------------------------------------------------------------------------------------
+def segmentation_labels(processor: Any, rows: dict[str, list], column: str) -> torch.Tensor:
+    """Masks of a batch mapped into the model input's crop: `(B, H, W)` long, 1 = foreground."""
+    masks = np.stack([np.asarray(image, dtype=np.uint8) > 0 for image in rows[column]])
+    return processor.masks_to_model(masks.astype(np.uint8))
+
+
+@torch.no_grad()
+def segmentation_dice(model: Any, processor: Any, dataset: Any, column: str, batch_size: int) -> float:
+    """Mean per-image Dice of the foreground at the model input's resolution."""
+    model.eval()
+    scores = []
+    for rows in batches(dataset, batch_size):
+        outputs = model(pixel_values=pixels_of(processor, rows))
+        predicted = torch.stack(processor.post_process_semantic_segmentation(outputs))
+        scores.append(dice_per_image(predicted.numpy() == 1, segmentation_labels(processor, rows, column).numpy() == 1))
+    return float(np.concatenate(scores).mean())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Detection
+# ----------------------------------------------------------------------------------------------------------
+def detection_labels(processor: Any, rows: dict[str, list], task: str) -> list[dict[str, torch.Tensor]]:
+    """DETR-style targets of a batch: normalised `(cx, cy, w, h)` boxes in the crop and their classes."""
+    box_column, class_column = DETECTION_TASKS[task]
+    labels = []
+    for image, boxes, classes in zip(rows["image"], rows[box_column], rows[class_column]):
+        converted, keep = processor.boxes_to_model(np.asarray(boxes, np.float32).reshape(-1, 4), image.height, image.width)
+        labels.append({"boxes": converted[keep], "class_labels": torch.as_tensor(classes, dtype=torch.long).reshape(-1)[keep]})
+    return labels
+
+
+@torch.no_grad()
+def detection_scores(model: Any, processor: Any, dataset: Any, task: str, batch_size: int,
+                     threshold: float = 0.05) -> dict[str, Any]:
+    """Benchmark mAP (IoU 0.40:0.05:0.75) and COCO mAP on crop-normalised boxes."""
+    from modeling_place.heads_place import box_cxcywh_to_xyxy
+
+    model.eval()
+    predictions, references = [], []
+    for rows in batches(dataset, batch_size):
+        outputs = model(pixel_values=pixels_of(processor, rows))
+        for result, target in zip(processor.post_process_object_detection(outputs, threshold), detection_labels(processor, rows, task)):
+            predictions.append({k: v.numpy() for k, v in result.items()})
+            references.append({"boxes": box_cxcywh_to_xyxy(target["boxes"]).numpy(), "labels": target["class_labels"].numpy()})
+    benchmark = detection_map(predictions, references, np.round(np.linspace(0.4, 0.75, 8), 2))
+    return {"map": benchmark["map"], "coco_map": detection_map(predictions, references)["map"],
+            "per_class": benchmark["per_class"]}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Report generation
+# ----------------------------------------------------------------------------------------------------------
+def report_targets(text_processor: Any, reports: Sequence[str], max_length: int) -> tuple[list[str], torch.Tensor]:
+    """The processor's sentences of each report joined, and their token ids `(B, L)` ([CLS] … [SEP], padded)."""
+    texts = [" ".join(text_processor.report_sentences(report)) for report in reports]
+    ids = text_processor.tokenizer(texts, padding="longest", truncation=True, max_length=max_length,
+                                   return_tensors="pt")["input_ids"]
+    return texts, ids
+
+
+@torch.no_grad()
+def report_metrics(model: Any, image_processor: Any, text_processor: Any, dataset: Any, batch_size: int,
+                   num_beams: int, max_new_tokens: int) -> dict[str, float]:
+    """BLEU-1..4, ROUGE-L and CIDEr-D of generated reports against the processed reference reports."""
+    model.eval()
+    generated, references = [], []
+    for rows in batches(dataset, batch_size):
+        sequences = model.generate(pixel_values=pixels_of(image_processor, rows), num_beams=num_beams,
+                                   max_new_tokens=max_new_tokens)
+        generated += text_processor.tokenizer.batch_decode(sequences, skip_special_tokens=True)
+        references += report_targets(text_processor, rows["report"], model.config.decoder_max_length)[0]
+    return {**corpus_bleu(generated, references), "rouge_l": rouge_l(generated, references),
+            "cider": cider_d(generated, references), "example": generated[0] if generated else ""}
+
+
+class Stopwatch:
+    """Seconds since construction, for the results files."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return round(time.perf_counter() - self.start, 2)
+
+
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Shared command line
+# ----------------------------------------------------------------------------------------------------------
+def add_common_arguments(parser: Any, epochs: int = 10, lr: float = 1e-3, batch_size: int = 32) -> Any:
+    """The flags every example shares (model folder, data, optimisation, outputs, Hub)."""
+    parser.add_argument("--model", required=True, help="pretrained PLACE folder (model + processor)")
+    parser.add_argument("--output_dir", default="runs/downstream", help="results JSON and selected checkpoints")
+    parser.add_argument("--size", type=int, default=None, help="first subset size of the synthetic split (None: BENCHMARK.md)")
+    parser.add_argument("--image_size", type=int, default=256, help="synthetic image size in pixels")
+    parser.add_argument("--data_cache", default=None, help="synthetic data cache (default $PLACE_DATA_CACHE)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--batch_size", type=int, default=batch_size)
+    parser.add_argument("--push_to_hub", action="store_true", help="push the selected checkpoint(s)")
+    parser.add_argument("--hub_model_id", default=None, help="repository id for --push_to_hub")
+    return parser
+
+
+def push_if_asked(model: Any, settings: Any, suffix: str = "") -> None:
+    if settings.push_to_hub:
+        if not settings.hub_model_id:
+            raise ValueError("--push_to_hub needs --hub_model_id")
+        model.push_to_hub(repo_id=settings.hub_model_id + suffix)
+
+
+class LinearProbe(torch.nn.Module):
+    """A classification head's classifier applied to cached CLS features (identical to its forward)."""
+
+    def __init__(self, head: Any) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> Any:
+        from transformers.modeling_outputs import ImageClassifierOutput
+
+        logits = self.head.classifier(self.head.dropout(features))
+        target = labels.to(logits.dtype) if self.head.config.problem_type == "multi_label_classification" else labels
+        return ImageClassifierOutput(loss=self.head.loss_function(target, logits, self.head.config), logits=logits)
+
+
+__all__ = [
+    "DETECTION_TASKS",
+    "LinearProbe",
+    "add_common_arguments",
+    "push_if_asked",
+    "SEGMENTATION_TASKS",
+    "Stopwatch",
+    "auroc_of",
+    "batches",
+    "classification_scores",
+    "cls_features",
+    "detection_labels",
+    "detection_scores",
+    "fit",
+    "fraction_of",
+    "load_split",
+    "pixels_of",
+    "report_metrics",
+    "report_targets",
+    "segmentation_dice",
+    "segmentation_labels",
+    "task_image_processor",
+    "write_json",
+]

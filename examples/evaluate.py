@@ -1,0 +1,107 @@
+"""Run every downstream task of METHOD.md on a pretrained PLACE folder and write one results table.
+
+    python examples/evaluate.py --model place-tiny                 # full protocol, < 1 h on 2 CPUs (tiny preset)
+    python examples/evaluate.py --model place-tiny --quick         # smoke test: tiny splits, one epoch
+
+Tasks: linear-probe classification (1/10/100 %), zero-shot classification, image-to-text retrieval and
+grounding, segmentation (1/10/100 %), detection (1/10/100 %), report generation. Each task is the matching
+`examples/*.py` script's `run`; the table goes to `<output_dir>/results.json` and `results.md`.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling example scripts
+
+import evaluate_retrieval  # noqa: E402
+import finetune_classification  # noqa: E402
+import finetune_detection  # noqa: E402
+import finetune_report_generation  # noqa: E402
+import finetune_segmentation  # noqa: E402
+import zero_shot  # noqa: E402
+
+from evaluation.downstream import Stopwatch, write_json  # noqa: E402
+
+TASKS = {
+    "classification": finetune_classification,
+    "zero_shot": zero_shot,
+    "retrieval": evaluate_retrieval,
+    "segmentation": finetune_segmentation,
+    "detection": finetune_detection,
+    "report_generation": finetune_report_generation,
+}
+# --quick: a few examples per split and one epoch (checks the plumbing, not the numbers)
+QUICK = {"size": 24, "epochs": 1, "fractions": [0.25, 1.0], "batch_size": 8, "decoder_layers": 1,
+         "decoder_hidden_size": 32, "decoder_num_heads": 2, "max_length": 48, "num_beams": 2}
+# Default budget for the tiny preset on 2 CPUs: reduced split sizes keep the whole run under an hour.
+BUDGET = {"classification": {"size": 2000, "epochs": 30}, "zero_shot": {"size": 2000},
+          "retrieval": {"size": None}, "segmentation": {"size": 400, "epochs": 4},
+          "detection": {"size": 400, "epochs": 4}, "report_generation": {"size": 1000, "epochs": 3, "num_beams": 1}}
+
+
+def task_settings(module, common: argparse.Namespace, name: str) -> argparse.Namespace:
+    """The task script's defaults, the shared flags, then the budget (or --quick) overrides."""
+    settings = module.parser().parse_args(["--model", common.model])
+    for key in ("output_dir", "image_size", "data_cache", "seed"):
+        setattr(settings, key, getattr(common, key))
+    overrides = QUICK if common.quick else BUDGET[name]
+    for key, value in overrides.items():
+        if hasattr(settings, key):
+            setattr(settings, key, value)
+    return settings
+
+
+def headline(name: str, payload: dict) -> dict[str, float]:
+    """The table's numbers for one task."""
+    results = payload["results"]
+    if name == "classification":
+        return {f"AUROC {k}": v["test_auroc"] for k, v in results.items()}
+    if name == "zero_shot":
+        return {f"AUROC {k}": v["auroc"] for k, v in results.items()}
+    if name == "retrieval":
+        row = {f"{kind} P@{k.split('_')[-1]}": v for kind in ("global", "global+observation")
+               for k, v in results[kind].items()}
+        return {**row, "pointing game": results["grounding"]["pointing_game"], "mIoU": results["grounding"]["miou"]}
+    if name == "segmentation":
+        return {f"Dice {k}": v["test_dice"] for k, v in results.items()}
+    if name == "detection":
+        return {**{f"mAP {k}": v["test_map"] for k, v in results.items()},
+                **{f"COCO mAP {k}": v["test_coco_map"] for k, v in results.items()}}
+    return {k: v for k, v in results["test"].items() if k != "example"}
+
+
+def markdown(table: dict[str, dict[str, float]]) -> str:
+    lines = ["| task | metric | value |", "|---|---|---|"]
+    for task, row in table.items():
+        lines += [f"| {task} | {metric} | {value:.4f} |" for metric, value in row.items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="pretrained PLACE folder (model + processor)")
+    parser.add_argument("--output_dir", default="runs/evaluate")
+    parser.add_argument("--image_size", type=int, default=256)
+    parser.add_argument("--data_cache", default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
+    parser.add_argument("--quick", action="store_true", help="smoke test on tiny splits")
+    common = parser.parse_args(argv)
+    print("evaluation configuration:", json.dumps(vars(common), indent=2))
+    clock, table, payloads = Stopwatch(), {}, {}
+    for name in common.tasks:
+        print(f"== {name}")
+        payloads[name] = TASKS[name].run(task_settings(TASKS[name], common, name))
+        table[name] = headline(name, payloads[name])
+    write_json(f"{common.output_dir}/results.json", {"model": common.model, "quick": common.quick, "table": table,
+                                                   "details": payloads, "seconds": clock.seconds})
+    Path(common.output_dir, "results.md").write_text(markdown(table))
+    print(markdown(table))
+    print(f"done in {clock.seconds:.0f} s; results in {common.output_dir}/results.json and results.md")
+    return table
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,615 @@
+"""Downstream heads of PLACE (METHOD.md, "Downstream heads"), one `AutoModelFor…` class per task.
+
+Every head holds the pretrained image encoder under the attribute names of [`PlaceModel`] (`vision_model`,
+and `observation_extractor` for report generation), so `from_pretrained` on a pretraining folder loads the
+towers directly (the text tower and the pretraining heads are reported as unused keys) and a saved head
+round-trips unchanged. With `config.freeze_encoder` (the default) the encoder runs without gradients and
+stays in eval mode whatever `.train()` is called with.
+
+Head options live in `PlaceConfig` as extra fields with the defaults of `HEAD_DEFAULTS`; they are written
+into the config when a head is built, so a saved head records every choice.
+
+| class | Auto class | output |
+|---|---|---|
+| `PlaceForImageClassification` | `AutoModelForImageClassification` | `ImageClassifierOutput` |
+| `PlaceForSemanticSegmentation` | `AutoModelForSemanticSegmentation` | `SemanticSegmenterOutput`, logits at H/4 |
+| `PlaceForObjectDetection` | `AutoModelForObjectDetection` | `PlaceObjectDetectionOutput` (DETR-style) |
+| `PlaceForReportGeneration` | `AutoModelForImageTextToText` | `CausalLMOutput`; `.generate()` |
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import GenerationConfig, GenerationMixin, TimmWrapperModel
+from transformers import initialization as init
+from transformers.modeling_outputs import CausalLMOutput, ImageClassifierOutput, SemanticSegmenterOutput
+from transformers.utils import ModelOutput
+
+from .configuration_place import PlaceConfig
+from .modeling_place import PlaceAttention, PlaceMLP, PlaceObservationExtractor, PlacePreTrainedModel
+
+#: Head options stored on `PlaceConfig` (override any of them as `from_pretrained(..., name=value)`).
+HEAD_DEFAULTS: dict[str, Any] = {
+    "freeze_encoder": True,  # linear probe / frozen backbone; False = full fine-tune
+    "classifier_dropout": 0.0,
+    "segmentation_levels": 4,  # evenly spaced ViT blocks feeding the decoder
+    "segmentation_decoder_dim": 64,
+    "segmentation_dice_weight": 1.0,
+    "detection_hidden_dim": 128,
+    "detection_focal_alpha": 0.25,
+    "detection_focal_gamma": 2.0,
+    "detection_class_weight": 1.0,
+    "detection_l1_weight": 5.0,
+    "detection_giou_weight": 2.0,
+    "decoder_hidden_size": 256,
+    "decoder_layers": 3,
+    "decoder_num_heads": 4,
+    "decoder_max_length": 128,
+    "report_bos_token_id": 2,  # [CLS] of the BERT vocabulary (processing.tokenization_place)
+    "report_eos_token_id": 3,  # [SEP]
+    "report_pad_token_id": 0,  # [PAD]
+}
+
+
+def fill_head_defaults(config: PlaceConfig, **head_options: Any) -> PlaceConfig:
+    """Set `head_options` on `config`, then every still-missing `HEAD_DEFAULTS` field (in place)."""
+    unknown = sorted(set(head_options) - set(HEAD_DEFAULTS))
+    if unknown:
+        raise TypeError(f"Unknown PLACE head option(s) {unknown}; valid options: {sorted(HEAD_DEFAULTS)}")
+    for name, value in head_options.items():
+        setattr(config, name, value)
+    for name, value in HEAD_DEFAULTS.items():
+        if not hasattr(config, name):
+            setattr(config, name, value)
+    return config
+
+
+def evenly_spaced_blocks(depth: int, count: int) -> list[int]:
+    """Indices of `count` ViT blocks spread over `depth`, ending with the last (12, 4 -> [2, 5, 8, 11])."""
+    return [max(0, round((level + 1) * depth / count) - 1) for level in range(count)]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Shared base: the pretrained encoder, frozen or not
+# ----------------------------------------------------------------------------------------------------------
+class PlaceHeadPreTrainedModel(PlacePreTrainedModel):
+    """A head on PLACE's image encoder: builds `vision_model` (+ optionally the VPOE) and handles freezing."""
+
+    input_modalities = ("image",)
+
+    def __init__(self, config: PlaceConfig, with_observations: bool = False, **head_options: Any) -> None:
+        # `from_pretrained(folder, decoder_layers=2)` passes options the saved config lacks as model kwargs
+        super().__init__(fill_head_defaults(config, **head_options))
+        self.vision_model = TimmWrapperModel(config.vision_config)
+        self.observation_extractor = (
+            PlaceObservationExtractor(config, self.vision_width) if with_observations else None
+        )
+
+    @property
+    def vit(self) -> nn.Module:
+        return self.vision_model.timm_model
+
+    @property
+    def vision_width(self) -> int:
+        return self.vision_model.timm_model.embed_dim
+
+    @property
+    def grid_size(self) -> int:
+        return self.config.image_size // self.config.patch_size
+
+    def encoder_modules(self) -> list[nn.Module]:
+        """The pretrained modules that `freeze_encoder` freezes."""
+        return [m for m in (self.vision_model, self.observation_extractor) if m is not None]
+
+    def post_init(self) -> None:
+        super().post_init()
+        self._apply_freeze()
+
+    def _apply_freeze(self) -> None:
+        if self.config.freeze_encoder:
+            for module in self.encoder_modules():
+                module.requires_grad_(False)
+                module.eval()
+
+    def train(self, mode: bool = True) -> "PlaceHeadPreTrainedModel":
+        """Like `nn.Module.train`, but a frozen encoder stays in eval mode (no dropout, fixed statistics)."""
+        super().train(mode)
+        self._apply_freeze()
+        return self
+
+    def encoder_context(self) -> contextlib.AbstractContextManager:
+        """`torch.no_grad()` around a frozen encoder (no activations kept), a no-op when fine-tuning."""
+        return torch.no_grad() if self.config.freeze_encoder else contextlib.nullcontext()
+
+    def encode(self, pixel_values: Tensor) -> Tensor:
+        """Final-norm ViT tokens `(B, prefix + N, D_v)`."""
+        with self.encoder_context():
+            return self.vit.forward_features(pixel_values.to(self.vit.patch_embed.proj.weight.dtype))
+
+    def split_tokens(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """`(CLS (B, D_v), patches (B, N, D_v))` of a token sequence."""
+        return tokens[:, 0], tokens[:, self.vit.num_prefix_tokens :]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Classification
+# ----------------------------------------------------------------------------------------------------------
+class PlaceForImageClassification(PlaceHeadPreTrainedModel):
+    """Linear classifier on the final-norm CLS token: a linear probe (frozen encoder) or a full fine-tune.
+
+    `config.problem_type` selects the loss: `"multi_label_classification"` (BCE, labels `(B, num_labels)` of
+    0/1), `"single_label_classification"` (cross-entropy, labels `(B,)`), or `"regression"`.
+    """
+
+    def __init__(self, config: PlaceConfig, **head_options: Any) -> None:
+        super().__init__(config, **head_options)
+        self.num_labels = config.num_labels
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(self.vision_width, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self, pixel_values: Tensor, labels: Tensor | None = None, output_hidden_states: bool = False, **kwargs: Any
+    ) -> ImageClassifierOutput:
+        tokens = self.encode(pixel_values)
+        logits = self.classifier(self.dropout(self.split_tokens(tokens)[0]))
+        loss = None
+        if labels is not None:
+            if self.config.problem_type == "multi_label_classification":
+                labels = labels.to(logits.dtype)
+            loss = self.loss_function(labels, logits, self.config)
+        return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=(tokens,) if output_hidden_states else None)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Semantic segmentation
+# ----------------------------------------------------------------------------------------------------------
+class PlaceUpsampleBlock(nn.Module):
+    """×2 transposed convolution, then a 3×3 convolution; GroupNorm + GELU after each."""
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(in_dim, out_dim, kernel_size=2, stride=2)
+        self.up_norm = nn.GroupNorm(_groups(out_dim), out_dim)
+        self.conv = nn.Conv2d(out_dim, out_dim, kernel_size=3, padding=1)
+        self.conv_norm = nn.GroupNorm(_groups(out_dim), out_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.gelu(self.up_norm(self.up(x)))
+        return F.gelu(self.conv_norm(self.conv(x)))
+
+
+def _groups(channels: int) -> int:
+    """Largest group count ≤ 8 that divides `channels` (GroupNorm)."""
+    return next(g for g in (8, 4, 2, 1) if channels % g == 0)
+
+
+class PlaceSegmentationDecoder(nn.Module):
+    """Multi-level decoder (SETR-MLA fusion + PUP upsampling): L ViT levels → logits at 4× the patch grid.
+
+    Each level's patch tokens are normalised and projected to the decoder width, the levels are concatenated
+    and fused by a 3×3 convolution on the patch grid, then two ×2 upsampling blocks reach 1/4 of the input.
+    """
+
+    def __init__(self, vision_dim: int, levels: int, dim: int, num_labels: int) -> None:
+        super().__init__()
+        self.level_norms = nn.ModuleList(nn.LayerNorm(vision_dim) for _ in range(levels))
+        self.level_projections = nn.ModuleList(nn.Linear(vision_dim, dim) for _ in range(levels))
+        self.fuse = nn.Conv2d(levels * dim, dim, kernel_size=3, padding=1)
+        self.fuse_norm = nn.GroupNorm(_groups(dim), dim)
+        self.upsample = nn.Sequential(PlaceUpsampleBlock(dim, dim), PlaceUpsampleBlock(dim, dim))
+        self.classifier = nn.Conv2d(dim, num_labels, kernel_size=1)
+
+    def forward(self, levels: list[Tensor], grid: int) -> Tensor:
+        """`levels`: L tensors `(B, N, D_v)` of patch tokens → logits `(B, num_labels, 4·grid, 4·grid)`."""
+        maps = [
+            proj(norm(tokens)).transpose(1, 2).unflatten(-1, (grid, grid))
+            for tokens, norm, proj in zip(levels, self.level_norms, self.level_projections)
+        ]
+        x = F.gelu(self.fuse_norm(self.fuse(torch.cat(maps, dim=1))))
+        return self.classifier(self.upsample(x))
+
+
+def dice_loss(probabilities: Tensor, targets: Tensor, valid: Tensor, eps: float = 1.0) -> Tensor:
+    """Soft Dice loss over the batch, averaged over channels: `(B, C, H, W)` probabilities and 0/1 targets."""
+    probabilities, targets = probabilities * valid, targets * valid
+    intersection = (probabilities * targets).sum(dim=(0, 2, 3))
+    total = probabilities.sum(dim=(0, 2, 3)) + targets.sum(dim=(0, 2, 3))
+    return (1 - (2 * intersection + eps) / (total + eps)).mean()
+
+
+class PlaceForSemanticSegmentation(PlaceHeadPreTrainedModel):
+    """Segmentation decoder on `segmentation_levels` evenly spaced blocks of the (frozen) ViT.
+
+    `logits` are `(B, num_labels, H/4, W/4)` (4× the patch grid for patch 16); the loss upsamples them to the
+    label size. `num_labels == 1`: one binary mask (sigmoid, BCE + Dice; labels `(B, H, W)` of 0/1).
+    `num_labels >= 2`: class 0 is background (softmax, cross-entropy + Dice on the foreground classes; labels
+    `(B, H, W)` of class indices, 255 = ignore). Use 2 labels for a binary task in a pipeline.
+    """
+
+    ignore_index = 255
+
+    def __init__(self, config: PlaceConfig, **head_options: Any) -> None:
+        super().__init__(config, **head_options)
+        self.level_indices = evenly_spaced_blocks(len(self.vit.blocks), config.segmentation_levels)
+        self.decoder = PlaceSegmentationDecoder(
+            self.vision_width, config.segmentation_levels, config.segmentation_decoder_dim, config.num_labels
+        )
+        self.post_init()
+
+    def multi_level_features(self, pixel_values: Tensor) -> list[Tensor]:
+        """Patch tokens `(B, N, D_v)` after each block of `self.level_indices` (no final norm)."""
+        unique = sorted(set(self.level_indices))
+        with self.encoder_context():
+            pixel_values = pixel_values.to(self.vit.patch_embed.proj.weight.dtype)
+            taken = self.vit.forward_intermediates(
+                pixel_values, indices=unique, output_fmt="NLC", intermediates_only=True, stop_early=True
+            )
+        return [taken[unique.index(index)] for index in self.level_indices]
+
+    def forward(
+        self, pixel_values: Tensor, labels: Tensor | None = None, output_hidden_states: bool = False, **kwargs: Any
+    ) -> SemanticSegmenterOutput:
+        levels = self.multi_level_features(pixel_values)
+        logits = self.decoder(levels, self.grid_size)
+        loss = None if labels is None else self.segmentation_loss(logits, labels)
+        return SemanticSegmenterOutput(loss=loss, logits=logits, hidden_states=tuple(levels) if output_hidden_states else None)
+
+    def segmentation_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """BCE (one label) or cross-entropy (several) + `segmentation_dice_weight` × soft Dice, at label size."""
+        if labels.dim() != 3:
+            raise ValueError(f"labels must be (batch, height, width) class maps, got shape {tuple(labels.shape)}")
+        logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False).float()
+        valid = (labels != self.ignore_index).unsqueeze(1).float()
+        labels = labels.long().where(labels != self.ignore_index, torch.zeros_like(labels.long()))
+        if self.config.num_labels == 1:
+            targets = labels.unsqueeze(1).float()
+            overlap = F.binary_cross_entropy_with_logits(logits, targets, weight=valid)
+            probabilities = logits.sigmoid()
+        else:
+            overlap = F.cross_entropy(logits, labels.masked_fill(valid[:, 0] == 0, -100), ignore_index=-100)
+            probabilities = logits.softmax(dim=1)[:, 1:]
+            targets = F.one_hot(labels, self.config.num_labels).permute(0, 3, 1, 2)[:, 1:].float()
+        return overlap + self.config.segmentation_dice_weight * dice_loss(probabilities, targets, valid)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Object detection
+# ----------------------------------------------------------------------------------------------------------
+@dataclass
+class PlaceObjectDetectionOutput(ModelOutput):
+    """DETR-style detection output: one prediction per patch.
+
+    `logits (B, N, num_labels)` are per-class sigmoid logits; `pred_boxes (B, N, 4)` are normalised
+    `(cx, cy, w, h)` in the model input's coordinates; `loss_dict` holds the weighted-sum's components.
+    """
+
+    loss: Tensor | None = None
+    loss_dict: dict[str, Tensor] | None = None
+    logits: Tensor | None = None
+    pred_boxes: Tensor | None = None
+    last_hidden_state: Tensor | None = None
+
+
+def box_cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
+    cx, cy, w, h = boxes.unbind(-1)
+    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
+
+
+def box_xyxy_to_cxcywh(boxes: Tensor) -> Tensor:
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    return torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], dim=-1)
+
+
+def patch_centres(grid: int, device: torch.device | None = None) -> Tensor:
+    """Normalised `(x, y)` centres of the `grid × grid` patches in row-major order, `(N, 2)`."""
+    steps = (torch.arange(grid, device=device, dtype=torch.float32) + 0.5) / grid
+    y, x = torch.meshgrid(steps, steps, indexing="ij")
+    return torch.stack([x.flatten(), y.flatten()], dim=-1)
+
+
+def assign_boxes_to_patches(boxes_xyxy: Tensor, grid: int) -> Tensor:
+    """FCOS-style assignment: index of the box each patch predicts, −1 for background, `(N,)`.
+
+    A patch is a candidate for every box that contains its centre, and for the box whose centre falls in
+    it (so tiny boxes still get one patch); it takes the smallest candidate box.
+    """
+    centres = patch_centres(grid, boxes_xyxy.device)
+    if boxes_xyxy.shape[0] == 0:
+        return torch.full((centres.shape[0],), -1, dtype=torch.long, device=boxes_xyxy.device)
+    x, y = centres[:, :1], centres[:, 1:]
+    inside = (x >= boxes_xyxy[:, 0]) & (x < boxes_xyxy[:, 2]) & (y >= boxes_xyxy[:, 1]) & (y < boxes_xyxy[:, 3])
+    box_centres = box_xyxy_to_cxcywh(boxes_xyxy)[:, :2]
+    centre_cells = (box_centres.clamp(0, 1 - 1e-6) * grid).floor().long()
+    centre_patch = centre_cells[:, 1] * grid + centre_cells[:, 0]
+    inside[centre_patch, torch.arange(boxes_xyxy.shape[0], device=boxes_xyxy.device)] = True
+    areas = (boxes_xyxy[:, 2] - boxes_xyxy[:, 0]) * (boxes_xyxy[:, 3] - boxes_xyxy[:, 1])
+    candidate_areas = torch.where(inside, areas.expand_as(inside), torch.full_like(inside, math.inf, dtype=areas.dtype))
+    smallest_area, smallest = candidate_areas.min(dim=1)
+    return torch.where(torch.isfinite(smallest_area), smallest, torch.full_like(smallest, -1))
+
+
+class PlaceClassLogits(nn.Conv2d):
+    """1×1 convolution to per-class logits; its own type so `_init_weights` can give it the focal prior."""
+
+
+class PlaceDetectionHead(nn.Module):
+    """Two 3×3 convolutions on the patch grid, then per-patch class logits and FCOS `(l, t, r, b)` distances."""
+
+    def __init__(self, vision_dim: int, hidden_dim: int, num_labels: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(vision_dim)
+        self.trunk = nn.Sequential(
+            nn.Conv2d(vision_dim, hidden_dim, 3, padding=1), nn.GroupNorm(_groups(hidden_dim), hidden_dim), nn.GELU(),
+            nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1), nn.GroupNorm(_groups(hidden_dim), hidden_dim), nn.GELU(),
+        )
+        self.class_logits = PlaceClassLogits(hidden_dim, num_labels, 1)
+        self.box_distances = nn.Conv2d(hidden_dim, 4, 1)
+
+    def forward(self, patches: Tensor, grid: int) -> tuple[Tensor, Tensor]:
+        """Patches `(B, N, D_v)` → logits `(B, N, C)` and normalised `(cx, cy, w, h)` boxes `(B, N, 4)`."""
+        x = self.trunk(self.norm(patches).transpose(1, 2).unflatten(-1, (grid, grid)))
+        logits = self.class_logits(x).flatten(2).transpose(1, 2)
+        # distances in units of the patch size; softplus keeps them positive and smooth near zero
+        ltrb = F.softplus(self.box_distances(x).flatten(2).transpose(1, 2).float()) / grid
+        centres = patch_centres(grid, patches.device)
+        xyxy = torch.cat([centres - ltrb[..., :2], centres + ltrb[..., 2:]], dim=-1)
+        return logits, box_xyxy_to_cxcywh(xyxy)
+
+
+class PlaceForObjectDetection(PlaceHeadPreTrainedModel):
+    """Dense box head on the final ViT patch grid with DETR-style outputs (`logits`, `pred_boxes`).
+
+    Training: each ground-truth box is assigned to the patches whose centre lies inside it
+    (`assign_boxes_to_patches`); loss = sigmoid focal loss over all patches (normalised by the positives)
+    + L1 and GIoU on the positive patches' boxes. Labels follow DETR: a list (one per image) of dicts with
+    `class_labels (G,)` and `boxes (G, 4)` normalised `(cx, cy, w, h)`. Post-process with
+    `PlaceImageProcessorForTasks.post_process_object_detection` (score threshold + per-class NMS).
+    """
+
+    def __init__(self, config: PlaceConfig, **head_options: Any) -> None:
+        super().__init__(config, **head_options)
+        self.detection_head = PlaceDetectionHead(self.vision_width, config.detection_hidden_dim, config.num_labels)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, PlaceClassLogits):
+            # focal-loss prior: every patch starts as background with probability 0.99 (RetinaNet)
+            init.constant_(module.bias, -math.log(99.0))
+
+    def forward(
+        self, pixel_values: Tensor, labels: list[dict[str, Tensor]] | None = None, **kwargs: Any
+    ) -> PlaceObjectDetectionOutput:
+        patches = self.split_tokens(self.encode(pixel_values))[1]
+        logits, boxes = self.detection_head(patches, self.grid_size)
+        output = PlaceObjectDetectionOutput(logits=logits, pred_boxes=boxes, last_hidden_state=patches)
+        if labels is not None:
+            output.loss, output.loss_dict = self.detection_loss(logits, boxes, labels)
+        return output
+
+    def detection_targets(self, labels: list[dict[str, Tensor]], batch: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """Per-patch class targets `(B, N)` (−1 = background) and `(cx, cy, w, h)` box targets `(B, N, 4)`."""
+        if len(labels) != batch:
+            raise ValueError(f"labels: expected one dict per image ({batch}), got {len(labels)}")
+        classes, boxes = [], []
+        for target in labels:
+            gt_boxes = target["boxes"].to(device=device, dtype=torch.float32).reshape(-1, 4)
+            gt_classes = target["class_labels"].to(device).long().reshape(-1)
+            assigned = assign_boxes_to_patches(box_cxcywh_to_xyxy(gt_boxes), self.grid_size)
+            safe = assigned.clamp(min=0)
+            classes.append(torch.where(assigned >= 0, gt_classes[safe] if len(gt_classes) else assigned, -1))
+            boxes.append(gt_boxes[safe] if len(gt_boxes) else torch.zeros(len(assigned), 4, device=device))
+        return torch.stack(classes), torch.stack(boxes)
+
+    def detection_loss(
+        self, logits: Tensor, boxes: Tensor, labels: list[dict[str, Tensor]]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
+
+        target_classes, target_boxes = self.detection_targets(labels, logits.shape[0], logits.device)
+        positive = target_classes >= 0
+        num_positive = positive.sum().clamp(min=1).float()
+        one_hot = F.one_hot(target_classes.clamp(min=0), self.config.num_labels).float() * positive.unsqueeze(-1)
+        focal = sigmoid_focal_loss(
+            logits.float(), one_hot, alpha=self.config.detection_focal_alpha, gamma=self.config.detection_focal_gamma,
+            reduction="sum",
+        ) / num_positive
+        predicted, wanted = boxes[positive], target_boxes[positive]
+        l1 = F.l1_loss(predicted, wanted, reduction="sum") / num_positive
+        giou = generalized_box_iou_loss(box_cxcywh_to_xyxy(predicted), box_cxcywh_to_xyxy(wanted), reduction="sum")
+        parts = {"loss_focal": focal, "loss_l1": l1, "loss_giou": giou / num_positive}
+        config = self.config
+        total = (config.detection_class_weight * focal + config.detection_l1_weight * l1
+                 + config.detection_giou_weight * parts["loss_giou"])
+        return total, parts
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Report generation
+# ----------------------------------------------------------------------------------------------------------
+class PlaceCausalSelfAttention(nn.Module):
+    """Causal multi-head self-attention (SDPA)."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        batch, length, dim = x.shape
+        q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.out_proj(out.transpose(1, 2).flatten(2))
+
+
+class PlaceReportDecoderLayer(nn.Module):
+    """Pre-norm transformer decoder layer: causal self-attention → cross-attention to the image → MLP."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.self_norm = nn.LayerNorm(dim)
+        self.self_attn = PlaceCausalSelfAttention(dim, num_heads)
+        self.cross_norm = nn.LayerNorm(dim)
+        self.cross_attn = PlaceAttention(dim, num_heads)
+        self.mlp_norm = nn.LayerNorm(dim)
+        self.mlp = PlaceMLP(dim, 4 * dim, dim)
+
+    def forward(self, x: Tensor, memory: Tensor) -> Tensor:
+        x = x + self.self_attn(self.self_norm(x))
+        x = x + self.cross_attn(self.cross_norm(x), memory)[0]
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class PlaceReportDecoder(nn.Module):
+    """Token + position embeddings, `decoder_layers` decoder layers, final norm and the vocabulary head."""
+
+    def __init__(self, config: PlaceConfig) -> None:
+        super().__init__()
+        dim, vocab = config.decoder_hidden_size, config.text_config.vocab_size
+        if dim % config.decoder_num_heads:
+            raise ValueError(
+                f"PlaceConfig.decoder_hidden_size ({dim}) must be divisible by decoder_num_heads "
+                f"({config.decoder_num_heads})."
+            )
+        self.token_embedding = nn.Embedding(vocab, dim)
+        self.position_embedding = nn.Embedding(config.decoder_max_length, dim)
+        self.layers = nn.ModuleList(
+            PlaceReportDecoderLayer(dim, config.decoder_num_heads) for _ in range(config.decoder_layers)
+        )
+        self.final_norm = nn.LayerNorm(dim)
+        self.lm_head = nn.Linear(dim, vocab)
+
+    def forward(self, input_ids: Tensor, memory: Tensor) -> Tensor:
+        """`input_ids (B, L)` and image memory `(B, S, dim)` → next-token logits `(B, L, vocab)`."""
+        length = input_ids.shape[1]
+        if length > self.position_embedding.num_embeddings:
+            raise ValueError(
+                f"input_ids has {length} tokens but decoder_max_length is {self.position_embedding.num_embeddings}"
+            )
+        positions = torch.arange(length, device=input_ids.device)
+        x = self.token_embedding(input_ids) + self.position_embedding(positions)
+        for layer in self.layers:
+            x = layer(x, memory)
+        return self.lm_head(self.final_norm(x))
+
+
+class PlaceForReportGeneration(PlaceHeadPreTrainedModel, GenerationMixin):
+    """Report generator: a transformer decoder cross-attending to the patch tokens and the V-PORs.
+
+    The image memory is `[patch tokens; V-PORs]` projected to `decoder_hidden_size` with a learned type
+    embedding each. Training is teacher-forced: `labels` are the report token ids (`-100` = ignored; pad
+    positions are ignored too), shifted inside the model as in causal LMs. Generation starts from [CLS]
+    (`report_bos_token_id`) and stops at [SEP]; `generate(pixel_values=..., num_beams=...)` encodes the
+    image once and decodes without a key/value cache (the decoder is small).
+    """
+
+    main_input_name = "input_ids"  # generation treats `pixel_values` as conditioning, like other VLMs
+    _supports_cache_class = False
+
+    def __init__(self, config: PlaceConfig, **head_options: Any) -> None:
+        super().__init__(config, with_observations=True, **head_options)
+        dim = config.decoder_hidden_size
+        self.patch_memory = nn.Sequential(nn.LayerNorm(self.vision_width), nn.Linear(self.vision_width, dim))
+        self.observation_memory = nn.Sequential(nn.LayerNorm(config.projection_dim), nn.Linear(config.projection_dim, dim))
+        self.memory_type = nn.Parameter(torch.zeros(2, dim))
+        self.report_decoder = PlaceReportDecoder(config)
+        self.post_init()
+        self.generation_config = self.default_generation_config()
+
+    def default_generation_config(self) -> GenerationConfig:
+        """[CLS] … [SEP] decoding, cache-free, at most `decoder_max_length` tokens."""
+        return GenerationConfig(
+            bos_token_id=self.config.report_bos_token_id,
+            eos_token_id=self.config.report_eos_token_id,
+            pad_token_id=self.config.report_pad_token_id,
+            use_cache=False,
+        )
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, PlaceForReportGeneration):
+            init.normal_(module.memory_type, std=self.config.initializer_range)
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.report_decoder.token_embedding
+
+    def encode_image_memory(self, pixel_values: Tensor) -> Tensor:
+        """Cross-attention memory `(B, N + M, decoder_hidden_size)` of a batch of images."""
+        patches = self.split_tokens(self.encode(pixel_values))[1]
+        with self.encoder_context():
+            observations, _ = self.observation_extractor(patches)
+        return torch.cat(
+            [self.patch_memory(patches) + self.memory_type[0], self.observation_memory(observations) + self.memory_type[1]],
+            dim=1,
+        )
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        pixel_values: Tensor | None = None,
+        image_memory: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        labels: Tensor | None = None,
+        **kwargs: Any,
+    ) -> CausalLMOutput:
+        """Next-token logits `(B, L, vocab)`; with `labels (B, L)` also the shifted cross-entropy."""
+        if image_memory is None:
+            if pixel_values is None:
+                raise ValueError("PlaceForReportGeneration needs `pixel_values` or a precomputed `image_memory`.")
+            image_memory = self.encode_image_memory(pixel_values)
+        logits = self.report_decoder(input_ids, image_memory)
+        loss = None
+        if labels is not None:
+            labels = labels.masked_fill(labels == self.config.report_pad_token_id, -100)
+            if attention_mask is not None:
+                labels = labels.masked_fill(attention_mask == 0, -100)
+            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+        return CausalLMOutput(loss=loss, logits=logits)
+
+    def prepare_inputs_for_generation(
+        self, input_ids: Tensor, image_memory: Tensor | None = None, pixel_values: Tensor | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        """Cache-free decoding: the whole prefix is fed at every step, with the image memory of `generate`."""
+        return {"input_ids": input_ids, "image_memory": image_memory, "pixel_values": pixel_values}
+
+    @torch.no_grad()
+    def generate(self, pixel_values: Tensor | None = None, image_memory: Tensor | None = None, **kwargs: Any) -> Tensor:
+        """`GenerationMixin.generate` with the image encoded once (greedy, sampling and beam search work)."""
+        if image_memory is None:
+            if pixel_values is None:
+                raise ValueError("generate needs `pixel_values` (or `image_memory`).")
+            image_memory = self.encode_image_memory(pixel_values)
+        if self.generation_config is None or self.generation_config.bos_token_id is None:
+            # `from_pretrained` on a folder without generation_config.json derives one from PlaceConfig,
+            # which has no text-generation token ids
+            self.generation_config = self.default_generation_config()
+        kwargs.setdefault("use_cache", False)
+        if "max_new_tokens" not in kwargs and "max_length" not in kwargs:
+            kwargs["max_length"] = self.config.decoder_max_length
+        return super().generate(image_memory=image_memory, **kwargs)
+
+
+__all__ = [
+    "HEAD_DEFAULTS",
+    "PlaceForImageClassification",
+    "PlaceForObjectDetection",
+    "PlaceForReportGeneration",
+    "PlaceForSemanticSegmentation",
+    "PlaceHeadPreTrainedModel",
+    "PlaceObjectDetectionOutput",
+    "assign_boxes_to_patches",
+    "box_cxcywh_to_xyxy",
+    "box_xyxy_to_cxcywh",
+    "dice_loss",
+    "evenly_spaced_blocks",
+    "fill_head_defaults",
+]

@@ -1,0 +1,293 @@
+"""Downstream heads: pretrained-tower loading, losses, Auto classes (installed and remote code), pipelines, training."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import (
+    AutoModelForImageClassification,
+    AutoModelForImageTextToText,
+    AutoModelForObjectDetection,
+    AutoModelForSemanticSegmentation,
+    pipeline,
+)
+
+from evaluation.postprocessing import PlaceImageProcessorForTasks
+from modeling_place import (
+    PlaceConfig,
+    PlaceForImageClassification,
+    PlaceForObjectDetection,
+    PlaceForReportGeneration,
+    PlaceForSemanticSegmentation,
+    PlaceModel,
+)
+from modeling_place.heads_place import assign_boxes_to_patches, box_cxcywh_to_xyxy, evenly_spaced_blocks
+from tests.helpers import micro_config
+
+DECODER = {"decoder_hidden_size": 32, "decoder_layers": 1, "decoder_num_heads": 2, "decoder_max_length": 16}
+HEADS = {
+    AutoModelForImageClassification: (PlaceForImageClassification, {"num_labels": 3}),
+    AutoModelForSemanticSegmentation: (PlaceForSemanticSegmentation, {"num_labels": 2}),
+    AutoModelForObjectDetection: (PlaceForObjectDetection, {"num_labels": 2}),
+    AutoModelForImageTextToText: (PlaceForReportGeneration, DECODER),
+}
+
+
+@pytest.fixture(scope="module")
+def pretrained_dir(tmp_path_factory):
+    """A saved micro PLACE model (the 'pretraining' checkpoint every head starts from)."""
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("place")
+    PlaceModel(PlaceConfig(**micro_config())).save_pretrained(folder)
+    return folder
+
+
+def _pixels(batch=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return F.interpolate(torch.rand(batch, 3, 4, 4, generator=g), size=32, mode="bilinear")
+
+
+def _head_inputs(head):
+    if isinstance(head, PlaceForReportGeneration):
+        return {"pixel_values": _pixels(), "input_ids": torch.tensor([[2, 7, 9, 3], [2, 8, 3, 0]])}
+    return {"pixel_values": _pixels()}
+
+
+def _main_output(output):
+    return output.logits
+
+
+# ------------------------------------------------------------------------------------------ pretrained tower
+@pytest.mark.parametrize("auto_class", list(HEADS))
+def test_head_loads_pretrained_encoder_and_keeps_it_frozen(pretrained_dir, auto_class):
+    head_class, kwargs = HEADS[auto_class]
+    base = PlaceModel.from_pretrained(pretrained_dir)
+    head = head_class.from_pretrained(pretrained_dir, **kwargs)
+    for name, value in base.vision_model.state_dict().items():
+        torch.testing.assert_close(head.vision_model.state_dict()[name], value, rtol=0, atol=0, msg=name)
+    if head.observation_extractor is not None:
+        for name, value in base.observation_extractor.state_dict().items():
+            torch.testing.assert_close(head.observation_extractor.state_dict()[name], value, rtol=0, atol=0)
+    head.train()
+    assert head.training and not head.vision_model.training  # frozen towers stay in eval mode
+    assert not any(p.requires_grad for p in head.vision_model.parameters())
+    output = head(**_head_inputs(head))
+    assert torch.isfinite(_main_output(output)).all()
+
+
+def test_full_fine_tune_trains_the_encoder(pretrained_dir):
+    head = PlaceForImageClassification.from_pretrained(pretrained_dir, num_labels=3, freeze_encoder=False).train()
+    assert head.vision_model.training
+    head(_pixels(), labels=torch.tensor([0, 2])).loss.backward()
+    assert head.vision_model.timm_model.patch_embed.proj.weight.grad is not None
+
+
+def test_unknown_head_option_fails_clearly(pretrained_dir):
+    with pytest.raises(TypeError, match="head option"):
+        PlaceForImageClassification.from_pretrained(pretrained_dir, num_labels=2, decoder_depth=3)
+
+
+# ------------------------------------------------------------------------------------------- classification
+def test_classification_losses_match_torch(pretrained_dir):
+    multi = PlaceForImageClassification.from_pretrained(
+        pretrained_dir, num_labels=3, problem_type="multi_label_classification")
+    labels = torch.tensor([[1, 0, 1], [0, 0, 1]])
+    out = multi(_pixels(), labels=labels)
+    torch.testing.assert_close(out.loss, F.binary_cross_entropy_with_logits(out.logits, labels.float()))
+    single = PlaceForImageClassification.from_pretrained(pretrained_dir, num_labels=3)
+    out = single(_pixels(), labels=torch.tensor([2, 0]))
+    torch.testing.assert_close(out.loss, F.cross_entropy(out.logits, torch.tensor([2, 0])))
+    # the linear-probe feature is the final-norm CLS token of the pretrained model
+    cls = PlaceModel.from_pretrained(pretrained_dir).get_patch_features(_pixels()).pooler_output
+    torch.testing.assert_close(out.logits, single.classifier(cls))
+
+
+# --------------------------------------------------------------------------------------------- segmentation
+def test_segmentation_logits_shape_and_both_losses(pretrained_dir):
+    assert evenly_spaced_blocks(12, 4) == [2, 5, 8, 11] and evenly_spaced_blocks(1, 4) == [0, 0, 0, 0]
+    labels = torch.zeros(2, 32, 32, dtype=torch.long)
+    labels[:, 8:20, 8:20] = 1
+    labels[1, 0, :] = 255  # ignored row
+    for num_labels in (1, 2):
+        head = PlaceForSemanticSegmentation.from_pretrained(pretrained_dir, num_labels=num_labels)
+        out = head(_pixels(), labels=labels)
+        assert out.logits.shape == (2, num_labels, 16, 16)  # 4x the 4x4 patch grid
+        assert torch.isfinite(out.loss) and out.loss > 0
+    with pytest.raises(ValueError, match="labels"):
+        head(_pixels(), labels=labels[:, None])
+
+
+# ------------------------------------------------------------------------------------------------ detection
+def test_patch_assignment_picks_the_smallest_containing_box():
+    boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 0.5, 0.5], [0.80, 0.80, 0.82, 0.82]])
+    assigned = assign_boxes_to_patches(boxes, grid=4).view(4, 4)
+    assert (assigned[:2, :2] == 1).all()  # small box wins where both contain the patch centre
+    assert assigned[3, 3] == 2  # a box too small to contain any centre still gets its centre's patch
+    assert assigned[0, 3] == 0 and (assign_boxes_to_patches(boxes[:0], grid=4) == -1).all()
+
+
+def test_detection_loss_is_zero_for_boxes_only_where_predictions_are_exact(pretrained_dir):
+    head = PlaceForObjectDetection.from_pretrained(pretrained_dir, num_labels=2)
+    labels = [{"class_labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.5, 0.5]])},
+              {"class_labels": torch.zeros(0, dtype=torch.long), "boxes": torch.zeros(0, 4)}]
+    out = head(_pixels(), labels=labels)
+    assert out.logits.shape == (2, 16, 2) and out.pred_boxes.shape == (2, 16, 4)
+    assert set(out.loss_dict) == {"loss_focal", "loss_l1", "loss_giou"} and torch.isfinite(out.loss)
+    exact = torch.tensor([[0.5, 0.5, 0.5, 0.5]]).expand(16, 4)
+    _, parts = head.detection_loss(out.logits, torch.stack([exact, exact]), labels)
+    assert parts["loss_l1"] == 0 and parts["loss_giou"].abs() < 1e-6
+
+
+def test_detection_post_processing_maps_boxes_back_and_applies_nms():
+    processor = PlaceImageProcessorForTasks(size={"height": 32, "width": 32}, crop_size={"height": 32, "width": 32})
+    logits = torch.full((1, 3, 2), -10.0)
+    logits[0, 0, 1] = logits[0, 1, 1] = 5.0  # two overlapping boxes of class 1, one kept by NMS
+    logits[0, 2, 0] = 4.0
+    boxes = torch.tensor([[[0.5, 0.5, 0.5, 0.5], [0.51, 0.5, 0.5, 0.5], [0.25, 0.25, 0.1, 0.1]]])
+    result = processor.post_process_object_detection(
+        {"logits": logits, "pred_boxes": boxes}, threshold=0.5, target_sizes=[(64, 64)])[0]
+    assert result["labels"].tolist() == [1, 0]
+    torch.testing.assert_close(result["boxes"][0], torch.tensor([16.0, 16.0, 48.0, 48.0]))
+    torch.testing.assert_close(result["boxes"][1], box_cxcywh_to_xyxy(boxes[0, 2]) * 64)
+
+
+# ---------------------------------------------------------------------------------------- report generation
+def test_report_loss_is_shifted_cross_entropy_ignoring_padding(pretrained_dir):
+    head = PlaceForReportGeneration.from_pretrained(pretrained_dir, **DECODER)
+    inputs = _head_inputs(head)
+    out = head(**inputs, labels=inputs["input_ids"])
+    ids = inputs["input_ids"]
+    targets = ids[:, 1:].masked_fill(ids[:, 1:] == 0, -100)
+    expected = F.cross_entropy(out.logits[:, :-1].flatten(0, 1), targets.flatten(), ignore_index=-100)
+    torch.testing.assert_close(out.loss, expected)
+    assert out.logits.shape == (2, 4, head.config.text_config.vocab_size)
+
+
+def test_generate_greedy_and_beam_start_with_cls_and_stop_at_sep(pretrained_dir):
+    head = PlaceForReportGeneration.from_pretrained(pretrained_dir, **DECODER).eval()
+    pixels = _pixels()
+    greedy = head.generate(pixel_values=pixels, max_new_tokens=5)
+    beam = head.generate(pixel_values=pixels, max_new_tokens=5, num_beams=3)
+    assert greedy.shape[0] == 2 and beam.shape[0] == 2 and (greedy[:, 0] == 2).all() and (beam[:, 0] == 2).all()
+    # the greedy sequence is the argmax of a teacher-forced forward on itself
+    logits = head(greedy, pixel_values=pixels).logits
+    torch.testing.assert_close(logits[:, :-1].argmax(-1), greedy[:, 1:])
+    with torch.no_grad():
+        head.report_decoder.lm_head.bias[3] = 1e4  # [SEP] always wins: generation stops after one token
+    assert head.generate(pixel_values=pixels, max_new_tokens=5).tolist() == [[2, 3], [2, 3]]
+
+
+# ---------------------------------------------------------------------------------------------- Auto classes
+def test_installed_auto_classes_round_trip(pretrained_dir, tmp_path):
+    for auto_class, (head_class, kwargs) in HEADS.items():
+        head = head_class.from_pretrained(pretrained_dir, **kwargs).eval()
+        head.save_pretrained(tmp_path / head_class.__name__)
+        loaded = auto_class.from_pretrained(tmp_path / head_class.__name__).eval()
+        assert type(loaded) is head_class
+        with torch.no_grad():
+            torch.testing.assert_close(_main_output(loaded(**_head_inputs(loaded))), _main_output(head(**_head_inputs(head))))
+
+
+REMOTE_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    class BlockPackage:  # the package must not be importable: only the folders' custom code may be used
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("modeling_place", "processing", "evaluation"):
+                raise ImportError("blocked " + name)
+    sys.meta_path.insert(0, BlockPackage())
+    import torch
+    import transformers
+    from safetensors.torch import load_file, save_file
+    root = sys.argv[1]
+    for folder, auto_name in json.load(open(root + "/heads.json")).items():
+        model = getattr(transformers, auto_name).from_pretrained(folder, trust_remote_code=True).eval()
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        with torch.no_grad():
+            logits = model(**load_file(folder + "/inputs.safetensors")).logits
+        save_file({"logits": logits.contiguous()}, folder + "/remote_out.safetensors")
+    """
+)
+
+
+def test_every_head_loads_as_remote_code_without_the_package(pretrained_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folders, expected = {}, {}
+    for auto_class, (head_class, kwargs) in HEADS.items():
+        head = head_class.from_pretrained(pretrained_dir, **kwargs).eval()
+        folder = tmp_path / head_class.__name__
+        head.save_pretrained(folder)
+        auto_map = json.loads((folder / "config.json").read_text())["auto_map"]
+        assert auto_map[auto_class.__name__] == f"heads_place.{head_class.__name__}"
+        assert (folder / "heads_place.py").exists() and (folder / "modeling_place.py").exists()
+        save_file(_head_inputs(head), folder / "inputs.safetensors")
+        folders[str(folder)] = auto_class.__name__
+        with torch.no_grad():
+            expected[str(folder)] = head(**_head_inputs(head)).logits
+    (tmp_path / "heads.json").write_text(json.dumps(folders))
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": ""}
+    subprocess.run([sys.executable, "-c", REMOTE_SCRIPT, str(tmp_path)], check=True, cwd=tmp_path, env=env)
+    for folder, logits in expected.items():
+        torch.testing.assert_close(load_file(f"{folder}/remote_out.safetensors")["logits"], logits, rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------------------------------------- pipelines
+def test_pipelines_on_a_pil_image(pretrained_dir):
+    processor = PlaceImageProcessorForTasks(size={"height": 36, "width": 36}, crop_size={"height": 32, "width": 32})
+    image = PIL.Image.fromarray((np.random.default_rng(0).random((50, 40)) * 255).astype(np.uint8))
+    names = {0: "background", 1: "pneumothorax"}
+    classifier = PlaceForImageClassification.from_pretrained(
+        pretrained_dir, num_labels=2, id2label=names, problem_type="multi_label_classification")
+    predictions = pipeline("image-classification", model=classifier, image_processor=processor)(image)
+    assert {p["label"] for p in predictions} == set(names.values()) and all(0 < p["score"] < 1 for p in predictions)
+    segmenter = PlaceForSemanticSegmentation.from_pretrained(pretrained_dir, num_labels=2, id2label=names)
+    segments = pipeline("image-segmentation", model=segmenter, image_processor=processor)(image)
+    assert segments and all(s["mask"].size == (40, 50) and s["label"] in names.values() for s in segments)
+    detector = PlaceForObjectDetection.from_pretrained(pretrained_dir, num_labels=2, id2label=names)
+    detections = pipeline("object-detection", model=detector, image_processor=processor)(image, threshold=0.0)
+    assert detections and all(0 <= d["box"]["xmin"] <= d["box"]["xmax"] <= 40 for d in detections)
+
+
+# ------------------------------------------------------------------------------------------------- training
+def _train(head, batch, steps=30, lr=3e-3):
+    optimizer = torch.optim.AdamW([p for p in head.parameters() if p.requires_grad], lr=lr)
+    head.train()
+    losses = []
+    for _ in range(steps):
+        loss = head(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    return losses
+
+
+def test_every_head_fits_a_fixed_batch(pretrained_dir):
+    pixels = _pixels(4, seed=1)
+    masks = torch.zeros(4, 32, 32, dtype=torch.long)
+    masks[:2, 4:16, 4:16] = 1
+    masks[2:, 16:28, 12:30] = 1
+    boxes = [{"class_labels": torch.tensor([i % 2]), "boxes": torch.tensor([[0.3 + 0.1 * i, 0.4, 0.3, 0.4]])}
+             for i in range(4)]
+    reports = torch.tensor([[2, 10, 11, 12, 3], [2, 20, 21, 3, 0], [2, 10, 30, 3, 0], [2, 40, 41, 42, 3]])
+    cases = [
+        # a linear probe on a random micro encoder needs a larger step
+        (PlaceForImageClassification, {"num_labels": 2, "classifier_lr": 0.05},
+         {"pixel_values": pixels, "labels": torch.tensor([0, 1, 0, 1])}),
+        (PlaceForSemanticSegmentation, {"num_labels": 2}, {"pixel_values": pixels, "labels": masks}),
+        (PlaceForObjectDetection, {"num_labels": 2}, {"pixel_values": pixels, "labels": boxes}),
+        (PlaceForReportGeneration, DECODER, {"pixel_values": pixels, "input_ids": reports, "labels": reports}),
+    ]
+    for head_class, kwargs, batch in cases:
+        torch.manual_seed(0)
+        lr = kwargs.pop("classifier_lr", 3e-3)
+        losses = _train(head_class.from_pretrained(pretrained_dir, **kwargs), batch, lr=lr)
+        assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3]), f"{head_class.__name__}: {losses[:3]} -> {losses[-3:]}"

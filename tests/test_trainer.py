@@ -1,0 +1,180 @@
+"""PlaceTrainer and examples/pretrain.py: end to end, exact resume, 2-process DDP, bad samples, NaN guard."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset, Image
+from PIL import Image as PILImage
+from transformers import AutoModel
+
+from tests.helpers import micro_config
+from training import (
+    NonFiniteLossError,
+    PairSplits,
+    PlaceTrainer,
+    TrainConfig,
+    build_model_and_processor,
+    load_pair_splits,
+    load_train_config,
+    recall_at_k,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory) -> str:
+    """One tokenizer for runs that are compared (WordPiece training breaks count ties arbitrarily)."""
+    from processing.synthetic_cxr import generate_case
+    from processing.tokenization_place import train_wordpiece_tokenizer
+
+    folder = tmp_path_factory.mktemp("tokenizer")
+    corpus = [generate_case(seed)["report"] for seed in range(40)]
+    train_wordpiece_tokenizer(corpus, vocab_size=300, model_max_length=48).save_pretrained(folder)
+    return str(folder)
+
+
+def micro_train_config(folder: Path, **overrides) -> TrainConfig:
+    values = dict(
+        model=micro_config(), synthetic_size=16, batch_size=4, max_steps=4, warmup_steps=1, eval_every=2,
+        checkpoint_every=2, log_every=1, num_workers=0, validation_pairs=8, vocab_size=300, max_length=48,
+        run_dir=str(folder / "run"), output_dir=str(folder / "out"), progress_bar=False, mixed_precision="no",
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def run_training(config: TrainConfig, splits: PairSplits | None = None) -> tuple[PlaceTrainer, dict]:
+    splits = splits or load_pair_splits(config)
+    model, processor = build_model_and_processor(config, splits)
+    trainer = PlaceTrainer(config, model, processor, splits)
+    return trainer, trainer.train()
+
+
+def _weights(trainer: PlaceTrainer) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in trainer.accelerator.unwrap_model(trainer.model).state_dict().items()}
+
+
+def test_pretrain_script_few_steps_gives_loadable_folder(tmp_path):
+    command = [sys.executable, str(REPO / "examples" / "pretrain.py"), f"--model={json.dumps(micro_config())}",
+               "--synthetic_size=16", "--batch_size=4", "--max_steps=3", "--num_workers=1", "--eval_every=3",
+               "--vocab_size=300", "--max_length=48", f"--run_dir={tmp_path / 'run'}", f"--output_dir={tmp_path / 'out'}",
+               "--progress_bar=false"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env={**os.environ})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "PLACE pretraining configuration" in result.stdout and "lambda" not in result.stderr
+    model = AutoModel.from_pretrained(tmp_path / "out")
+    assert type(model).__name__ == "PlaceModel" and model.config.max_sentences == 4
+    saved = json.loads((tmp_path / "out" / "train_config.json").read_text())
+    assert saved["max_steps"] == 3 and (tmp_path / "out" / "processor_config.json").exists()
+    assert json.loads((tmp_path / "run" / "train_config.json").read_text()) == saved
+
+
+def test_kill_and_resume_is_bit_exact(tmp_path, monkeypatch, tokenizer_dir):
+    straight, summary = run_training(micro_train_config(tmp_path / "straight", tokenizer=tokenizer_dir))
+    assert summary["steps"] == 4
+    original_save = PlaceTrainer.save_checkpoint
+
+    def save_then_die(self):
+        original_save(self)
+        raise KeyboardInterrupt("killed after the first checkpoint")
+
+    monkeypatch.setattr(PlaceTrainer, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(micro_train_config(tmp_path / "killed", tokenizer=tokenizer_dir))
+    monkeypatch.setattr(PlaceTrainer, "save_checkpoint", original_save)
+    resumed, _ = run_training(micro_train_config(tmp_path / "killed", tokenizer=tokenizer_dir))
+    assert [p.name for p in resumed.checkpoints()] == ["checkpoint_0", "checkpoint_1"]
+    expected, got = _weights(straight), _weights(resumed)
+    for name, value in expected.items():
+        torch.testing.assert_close(got[name], value, rtol=0, atol=0, msg=name)
+
+
+def test_two_process_ddp_matches_one_process_double_batch(tmp_path, tokenizer_dir):
+    common = [f"--model={json.dumps(micro_config())}", "--synthetic_size=16", "--max_steps=3", "--log_every=1",
+              "--eval_every=100", "--checkpoint_every=100", "--num_workers=0", "--vocab_size=300", "--max_length=48",
+              "--augment=false", "--progress_bar=false", "--mixed_precision=no", "--validation_pairs=0",
+              f"--tokenizer={tokenizer_dir}"]
+    no_dropout = micro_config(text_config={**micro_config()["text_config"], "hidden_dropout_prob": 0.0,
+                                           "attention_probs_dropout_prob": 0.0})
+    common[0] = f"--model={json.dumps(no_dropout)}"
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517"]
+    script = str(REPO / "examples" / "pretrain.py")
+    runs = {"ddp": launch + [script, "--batch_size=4"], "single": [sys.executable, script, "--batch_size=8"]}
+    losses = {}
+    for name, command in runs.items():
+        folder = tmp_path / name
+        result = subprocess.run(command + common + [f"--run_dir={folder}/run", f"--output_dir={folder}/out"],
+                                capture_output=True, text=True, cwd=tmp_path, env={**os.environ})
+        assert result.returncode == 0, result.stderr[-3000:]
+        summary = json.loads((folder / "out" / "training_summary.json").read_text())
+        losses[name] = summary["last_train_log"]["loss"]
+    # float reduction order differs between gloo all-reduce and one process: equal to ~1e-4 after 3 steps
+    assert losses["ddp"] == pytest.approx(losses["single"], rel=1e-3)
+
+
+def _splits_with_bad_rows(good: int, bad_images: int, empty_reports: int) -> PairSplits:
+    buffer = io.BytesIO()
+    PILImage.fromarray((torch.rand(64, 64) * 255).byte().numpy()).save(buffer, format="PNG")
+    png = buffer.getvalue()
+    rows = [{"image": {"bytes": png, "path": None}, "report": "FINDINGS: Lungs are clear. No effusion."}] * good
+    rows += [{"image": {"bytes": png[:40], "path": "broken.png"}, "report": "FINDINGS: Heart is normal."}] * bad_images
+    rows += [{"image": {"bytes": png, "path": None}, "report": "   "}] * empty_reports
+    table = Dataset.from_list(rows).cast_column("image", Image())
+    return PairSplits(table, None, "image", "report")
+
+
+def test_bad_samples_are_skipped_and_counted(tmp_path):
+    splits = _splits_with_bad_rows(good=14, bad_images=1, empty_reports=1)
+    config = micro_train_config(tmp_path, max_steps=4, max_bad_fraction=0.5, vocab_size=100)
+    _, summary = run_training(config, splits)
+    assert summary["steps"] == 4 and summary["skipped_samples"] >= 1
+    with pytest.raises(RuntimeError, match="unreadable or had empty reports"):
+        run_training(micro_train_config(tmp_path / "strict", max_bad_fraction=0.0, vocab_size=100), splits)
+
+
+def test_nan_loss_stops_cleanly_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    from modeling_place import PlaceModel
+
+    forward = PlaceModel.forward
+    calls = {"train": 0}
+
+    def poisoned(self, *args, **kwargs):
+        output = forward(self, *args, **kwargs)
+        if self.training:
+            calls["train"] += 1
+            if calls["train"] >= 3:  # step 3 of 4: after the checkpoint at step 2
+                output.loss = output.loss * float("nan")
+        return output
+
+    monkeypatch.setattr(PlaceModel, "forward", poisoned)
+    config = micro_train_config(tmp_path)
+    with pytest.raises(NonFiniteLossError, match="checkpoint_0"):
+        run_training(config)
+    assert [p.name for p in sorted((tmp_path / "run" / "checkpoints").iterdir())] == ["checkpoint_0"]
+
+
+def test_config_file_and_overrides(tmp_path):
+    (tmp_path / "c.yaml").write_text("max_steps: 7\nmodel:\n  lambda_ce: 0\n")
+    config = load_train_config([str(tmp_path / "c.yaml"), "--lr=1e-3", "--model", '{"tau_match": 0.2}'])
+    assert config.max_steps == 7 and config.lr == 1e-3 and config.model == {"lambda_ce": 0, "tau_match": 0.2}
+    with pytest.raises(ValueError, match="unknown option --lrr"):
+        load_train_config(["--lrr=1"])
+    with pytest.raises(ValueError, match="batch_size"):
+        load_train_config(["--batch_size=0"])
+    with pytest.raises(ValueError, match="expects int"):
+        load_train_config(["--max_steps=ten"])
+
+
+def test_recall_at_k():
+    embeds = torch.eye(4)
+    assert recall_at_k(embeds, embeds) == {"recall@1": 1.0, "recall@5": 1.0}
+    shuffled = embeds[[1, 0, 2, 3]]
+    assert recall_at_k(embeds, shuffled, ks=(1, 2))["recall@1"] == 0.5
