@@ -18,9 +18,9 @@ EXTRAS = {
     "eval": ["scikit-learn", "pycocotools", "rouge-score", "sacrebleu", "evaluate"],
     "trackers": ["tensorboard"],
 }
-EXTRAS["test"] = sorted(
-    set(EXTRAS["train"] + EXTRAS["dicom"] + EXTRAS["eval"] + ["pytest", "pytest-timeout", "hypothesis"])
-)
+# pycocoevalcap (coco-caption) is the reference the metrics tests compare BLEU / ROUGE-L / CIDEr against.
+TEST_TOOLS = ["pytest", "pytest-timeout", "hypothesis", "pycocoevalcap"]
+EXTRAS["test"] = sorted(set(EXTRAS["train"] + EXTRAS["dicom"] + EXTRAS["eval"] + TEST_TOOLS))
 EXTRAS["dev"] = sorted(set(EXTRAS["test"] + EXTRAS["trackers"] + ["ruff"]))
 
 setup(

@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     results: dict = {"generation_pairs_per_s": generation_speed(60 if args.quick else 400)}
     if not args.speed_only:
-        size, epochs = (300, 2) if args.quick else (None, 12)
+        size, epochs = (300, 2) if args.quick else (None, 15)
         data = build_split("classify", args.cache_dir, seed=args.seed, size=size, num_proc=args.num_proc)
         train, validation, test = (to_tensors(data[name], args.train_size) for name in ("train", "validation", "test"))
         probe_auroc, probe_per_label = random_init_probe(train, test, args.train_size, args.seed)

@@ -5,7 +5,7 @@
 * `load_metric(name)`: the same metrics as `evaluate` modules shipped in `evaluation/metrics/<name>/`
   (the Hub's metric scripts cannot be downloaded offline).
 * `evaluation.tasks`: zero-shot classification, image-to-text retrieval and grounding with a `PlaceModel`.
-* `evaluation.postprocessing`: `PlaceImageProcessorForTasks`, the image processor with the
+* `processing.postprocessing_place`: post-processing inherited by `PlaceImageProcessor`, with the
   post-processing methods the segmentation and detection pipelines call.
 """
 

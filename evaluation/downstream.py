@@ -11,15 +11,18 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from .functional import cider_d, corpus_bleu, detection_map, dice_per_image, multilabel_auroc, rouge_l
-from .postprocessing import PlaceImageProcessorForTasks
+from processing import PlaceImageProcessor
+
+if TYPE_CHECKING:
+    from modeling_place import PlaceModel
 
 DETECTION_TASKS = {"opacity": ("opacity_boxes", "opacity_categories"), "device": ("device_boxes", "device_categories")}
 SEGMENTATION_TASKS = {"pneumothorax": "pneumothorax_mask", "opacity": "opacity_mask"}
@@ -28,11 +31,11 @@ SEGMENTATION_TASKS = {"pneumothorax": "pneumothorax_mask", "opacity": "opacity_m
 # ----------------------------------------------------------------------------------------------------------
 # Set-up
 # ----------------------------------------------------------------------------------------------------------
-def task_image_processor(config: Any) -> PlaceImageProcessorForTasks:
+def task_image_processor(config: Any) -> PlaceImageProcessor:
     """Eval-mode image processor for a model: crop = the model's input size, canvas 256/224 of it."""
     crop = config.image_size
     canvas = round(crop * 256 / 224)
-    return PlaceImageProcessorForTasks(size={"height": canvas, "width": canvas}, crop_size={"height": crop, "width": crop})
+    return PlaceImageProcessor(size={"height": canvas, "width": canvas}, crop_size={"height": crop, "width": crop})
 
 
 def load_split(name: str, settings: Any):
@@ -56,13 +59,86 @@ def batches(dataset: Any, batch_size: int, shuffle: bool = False, seed: int = 0)
         yield dataset[order[start : start + batch_size].tolist()]
 
 
-def pixels_of(processor: PlaceImageProcessorForTasks, rows: dict[str, list], train: bool = False) -> torch.Tensor:
+def pixels_of(processor: PlaceImageProcessor, rows: dict[str, list], train: bool = False) -> torch.Tensor:
     return processor(rows["image"], return_tensors="pt", do_augment=train)["pixel_values"]
 
 
-def write_json(path: str | Path, payload: dict[str, Any]) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(payload, indent=2, default=float))
+def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=float))
+    return path
+
+
+def load_pretrained(settings: Any) -> tuple[PlaceModel, Any, PlaceImageProcessor]:
+    """The pretrained `PlaceModel` (fp32, eval mode), its processor and the eval-mode image processor of its input.
+
+    Used by the training-free protocols (zero-shot, retrieval, grounding); `settings.model` is the folder.
+    """
+    from transformers import AutoProcessor
+
+    from modeling_place import PlaceModel
+
+    model = PlaceModel.from_pretrained(settings.model, dtype=torch.float32).eval()
+    processor = AutoProcessor.from_pretrained(settings.model)  # `import processing` registered PlaceProcessor
+    return model, processor, task_image_processor(model.config)
+
+
+def load_head(
+    head_class: Any, settings: Any, label_names: Sequence[str], **config: Any
+) -> tuple[Any, PlaceImageProcessor]:
+    """A fresh fp32 head on the pretrained encoder of `settings.model`, one class per name, and its image processor.
+
+    `config` holds further config overrides (e.g. `problem_type`, `freeze_encoder`).
+    """
+    id2label = dict(enumerate(label_names))
+    head = head_class.from_pretrained(settings.model, num_labels=len(label_names), id2label=id2label,
+                                      label2id={name: index for index, name in id2label.items()}, dtype=torch.float32,
+                                      **config)
+    return head, task_image_processor(head.config)
+
+
+def fit_labelled(
+    head: Any,
+    processor: PlaceImageProcessor,
+    train: Any,
+    labels_of: Callable[[dict[str, list]], Any],
+    validate: Callable[[], float],
+    settings: Any,
+    augment: bool = False,
+) -> dict[str, Any]:
+    """`fit` a head on `train` (each epoch a fresh shuffle) with `pixel_values` and `labels_of(rows)` as targets.
+
+    `augment` turns on the image processor's random augmentation; keep it off when the labels are geometric
+    (masks, boxes), since they are mapped into the eval-mode crop.
+    """
+
+    def step_batches(epoch: int) -> Iterator[dict[str, Any]]:
+        for rows in batches(train, settings.batch_size, shuffle=True, seed=epoch):
+            yield {"pixel_values": pixels_of(processor, rows, train=augment), "labels": labels_of(rows)}
+
+    return fit(head, step_batches, validate, settings.epochs, settings.lr)
+
+
+def fine_tune_fractions(
+    settings: Any, train: Any, name: str, repo_name: str, train_head: Callable[[Any], tuple[Any, Any, dict[str, Any]]]
+) -> tuple[dict[str, dict[str, Any]], dict[str, Path]]:
+    """Train one head per label fraction (`settings.fractions`) of `train` and save each with its processor.
+
+    `train_head(subset)` returns the trained head, its image processor and that fraction's results (test
+    metrics and `fit`'s history). Returns the results keyed by fraction (`"0.01"`, each with `train_examples`)
+    and the folders `<output_dir>/<name>-<fraction>` keyed by Hub repository suffix `-<repo_name>-<fraction>`,
+    as `write_results` takes them.
+    """
+    results, heads = {}, {}
+    for fraction in settings.fractions:
+        print(f"-- {name}, fraction {fraction:.0%}")
+        subset = fraction_of(train, fraction, settings.seed)
+        head, processor, result = train_head(subset)
+        results[f"{fraction:g}"] = {**result, "train_examples": len(subset)}
+        folder = Path(settings.output_dir) / f"{name}-{fraction:g}"
+        heads[f"-{repo_name}-{fraction:g}"] = save_head(head, processor, folder)
+    return results, heads
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -225,32 +301,80 @@ class Stopwatch:
         return round(time.perf_counter() - self.start, 2)
 
 
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Shared command line
 # ----------------------------------------------------------------------------------------------------------
-def add_common_arguments(parser: Any, epochs: int = 10, lr: float = 1e-3, batch_size: int = 32) -> Any:
-    """The flags every example shares (model folder, data, optimisation, outputs, Hub)."""
+def add_data_arguments(
+    parser: Any, batch_size: int = 64, size_help: str = "first subset size of the synthetic split (None: BENCHMARK.md)"
+) -> Any:
+    """The flags of every example: pretrained folder, output folder, synthetic data, seed and batch size."""
     parser.add_argument("--model", required=True, help="pretrained PLACE folder (model + processor)")
     parser.add_argument("--output_dir", default="runs/downstream", help="results JSON and selected checkpoints")
-    parser.add_argument("--size", type=int, default=None, help="first subset size of the synthetic split (None: BENCHMARK.md)")
+    parser.add_argument("--size", type=int, default=None, help=size_help)
     parser.add_argument("--image_size", type=int, default=256, help="synthetic image size in pixels")
     parser.add_argument("--data_cache", default=None, help="synthetic data cache (default $PLACE_DATA_CACHE)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch_size", type=int, default=batch_size)
+    return parser
+
+
+def add_common_arguments(parser: Any, epochs: int = 10, lr: float = 1e-3, batch_size: int = 32) -> Any:
+    """The flags of every fine-tuning example: `add_data_arguments`, optimisation and Hub publication."""
+    add_data_arguments(parser, batch_size)
     parser.add_argument("--epochs", type=int, default=epochs)
     parser.add_argument("--lr", type=float, default=lr)
-    parser.add_argument("--batch_size", type=int, default=batch_size)
-    parser.add_argument("--push_to_hub", action="store_true", help="push the selected checkpoint(s)")
+    parser.add_argument("--push_to_hub", action="store_true",
+                        help="publish the selected checkpoint(s) with processor and model card (place_hub.publish)")
     parser.add_argument("--hub_model_id", default=None, help="repository id for --push_to_hub")
     return parser
 
 
-def push_if_asked(model: Any, settings: Any, suffix: str = "") -> None:
-    if settings.push_to_hub:
-        if not settings.hub_model_id:
-            raise ValueError("--push_to_hub needs --hub_model_id")
-        model.push_to_hub(repo_id=settings.hub_model_id + suffix)
+def add_fraction_arguments(parser: Any, tasks: Sequence[str] = (), default_task: str | None = None) -> Any:
+    """`--fractions` (label fractions of the train split, METHOD.md's 1/10/100 %) and, given `tasks`, `--task`."""
+    if tasks:
+        parser.add_argument("--task", choices=sorted(tasks), default=default_task)
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.1, 1.0])
+    return parser
+
+
+def _check_hub_settings(settings: Any) -> None:
+    if getattr(settings, "push_to_hub", False) and not settings.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id")
+
+
+def run_from_command_line(name: str, parser: Callable[[], Any], run: Callable[[Any], dict]) -> dict:
+    """An example's entry point: parse its flags (checked before any training), print them, `run` them."""
+    settings = parser().parse_args()
+    _check_hub_settings(settings)
+    print(f"{name} configuration:", json.dumps(vars(settings), indent=2))
+    return run(settings)
+
+
+def save_head(model: Any, processor: Any, folder: str | Path) -> Path:
+    """Save a trained head with the processor it was evaluated with, so that the folder loads and publishes alone."""
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return Path(folder)
+
+
+def write_results(
+    settings: Any, name: str, payload: dict[str, Any], heads: Mapping[str, Path] | None = None
+) -> dict[str, Any]:
+    """Write `<output_dir>/<name>.json`; with `--push_to_hub`, publish each saved head with it as the card's results.
+
+    `heads` maps a repository suffix (appended to `--hub_model_id`) to a folder written by `save_head`. Each
+    goes through `place_hub.publish`: complete `auto_map`, custom code, processor files and a model card whose
+    `model-index` comes from the results file just written.
+    """
+    results_path = write_json(Path(settings.output_dir) / f"{name}.json", payload)
+    if getattr(settings, "push_to_hub", False):
+        _check_hub_settings(settings)
+        from place_hub import publish
+
+        for suffix, folder in (heads or {}).items():
+            info = publish(folder, settings.hub_model_id + suffix, results_path=results_path)
+            print(f"   published {folder} to {info.repo_url} at commit {info.oid}")
+    return payload
 
 
 class LinearProbe(torch.nn.Module):
@@ -270,25 +394,33 @@ class LinearProbe(torch.nn.Module):
 
 __all__ = [
     "DETECTION_TASKS",
-    "LinearProbe",
-    "add_common_arguments",
-    "push_if_asked",
     "SEGMENTATION_TASKS",
+    "LinearProbe",
     "Stopwatch",
+    "add_common_arguments",
+    "add_data_arguments",
+    "add_fraction_arguments",
     "auroc_of",
     "batches",
     "classification_scores",
     "cls_features",
     "detection_labels",
     "detection_scores",
+    "fine_tune_fractions",
     "fit",
+    "fit_labelled",
     "fraction_of",
+    "load_head",
+    "load_pretrained",
     "load_split",
     "pixels_of",
     "report_metrics",
     "report_targets",
+    "run_from_command_line",
+    "save_head",
     "segmentation_dice",
     "segmentation_labels",
     "task_image_processor",
     "write_json",
+    "write_results",
 ]

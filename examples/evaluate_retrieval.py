@@ -10,23 +10,18 @@ Writes `<output_dir>/retrieval.json`.
 """
 
 import argparse
-import json
 
 import numpy as np
-import torch
-from transformers import AutoProcessor
 
-import processing  # noqa: F401  (registers PlaceProcessor with AutoProcessor)
-from evaluation.downstream import Stopwatch, load_split, pixels_of, task_image_processor, write_json
+from evaluation.downstream import (
+    Stopwatch, add_data_arguments, load_pretrained, load_split, pixels_of, run_from_command_line, write_results,
+)
 from evaluation.tasks import grounding_maps, grounding_scores, image_text_similarity, retrieval_precision
-from modeling_place import PlaceModel
 
 
 def run(settings: argparse.Namespace) -> dict:
     clock = Stopwatch()
-    model = PlaceModel.from_pretrained(settings.model, dtype=torch.float32).eval()
-    processor = AutoProcessor.from_pretrained(settings.model)
-    image_processor = task_image_processor(model.config)
+    model, processor, image_processor = load_pretrained(settings)
     retrieval = load_split("retrieval", settings)["test"]
     pixels = pixels_of(image_processor, retrieval[:])
     labels = np.asarray(retrieval["class_label"])
@@ -41,23 +36,13 @@ def run(settings: argparse.Namespace) -> dict:
     results["grounding"] = grounding_scores(maps, masks.numpy())
     print(f"   grounding: pointing game {results['grounding']['pointing_game']:.4f}, mIoU {results['grounding']['miou']:.4f}")
     payload = {"task": "retrieval", "results": results, "num_images": len(retrieval), "seconds": clock.seconds}
-    write_json(f"{settings.output_dir}/retrieval.json", payload)
-    return payload
+    return write_results(settings, "retrieval", payload)
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="pretrained PLACE folder (model + processor)")
-    parser.add_argument("--output_dir", default="runs/downstream")
-    parser.add_argument("--size", type=int, default=None, help="retrieval split size (None: 1000 = 5x200)")
-    parser.add_argument("--image_size", type=int, default=256)
-    parser.add_argument("--data_cache", default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch_size", type=int, default=64)
-    return parser
+    return add_data_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]), batch_size=64,
+                              size_help="retrieval split size (None: 1000 = 5x200)")
 
 
 if __name__ == "__main__":
-    settings = parser().parse_args()
-    print("retrieval configuration:", json.dumps(vars(settings), indent=2))
-    run(settings)
+    run_from_command_line("retrieval", parser, run)

@@ -9,13 +9,14 @@ and listed). Writes `<output_dir>/classification.json` and, per fraction, the se
 """
 
 import argparse
-import json
+from typing import Any
 
 import torch
 
 from evaluation.downstream import (
-    LinearProbe, Stopwatch, add_common_arguments, auroc_of, batches, classification_scores, cls_features, fit,
-    fraction_of, load_split, pixels_of, push_if_asked, task_image_processor, write_json,
+    LinearProbe, Stopwatch, add_common_arguments, add_fraction_arguments, auroc_of, classification_scores,
+    cls_features, fine_tune_fractions, fit, fit_labelled, load_head, load_split, run_from_command_line,
+    write_results,
 )
 from modeling_place import PlaceForImageClassification
 from processing.synthetic_cxr import FINDINGS
@@ -24,53 +25,50 @@ from processing.synthetic_cxr import FINDINGS
 def run(settings: argparse.Namespace) -> dict:
     clock = Stopwatch()
     data = load_split("classify", settings)
-    id2label = dict(enumerate(FINDINGS))
-    results = {}
-    for fraction in settings.fractions:
-        print(f"-- fraction {fraction:.0%}")
-        train = fraction_of(data["train"], fraction, settings.seed)
-        head = PlaceForImageClassification.from_pretrained(
-            settings.model, num_labels=len(FINDINGS), id2label=id2label, label2id={v: k for k, v in id2label.items()},
-            problem_type="multi_label_classification", freeze_encoder=not settings.full_finetune, dtype=torch.float32)
-        processor = task_image_processor(head.config)
+    validation = data["validation"]
+
+    def train_head(train: Any) -> tuple[Any, Any, dict[str, Any]]:
+        head, processor = load_head(PlaceForImageClassification, settings, FINDINGS,
+                                    problem_type="multi_label_classification",
+                                    freeze_encoder=not settings.full_finetune)
         if settings.full_finetune:
-            steps = lambda epoch: ({"pixel_values": pixels_of(processor, rows, train=True),  # noqa: E731
-                                    "labels": torch.tensor(rows["labels"])}
-                                   for rows in batches(train, settings.batch_size, shuffle=True, seed=epoch))
-            validate = lambda: auroc_of(classification_scores(head, processor, data["validation"], settings.batch_size),  # noqa: E731
-                                        data["validation"], FINDINGS)["auroc"]
-            trained = fit(head, steps, validate, settings.epochs, settings.lr)
-        else:  # linear probe: the frozen encoder's CLS features are computed once
-            features = {name: cls_features(head, processor, split, settings.batch_size)
-                        for name, split in (("train", train), ("validation", data["validation"]))}
-            labels = torch.tensor(train["labels"])
-            probe = LinearProbe(head)
-            steps = lambda epoch: ({"features": features["train"][index], "labels": labels[index]}  # noqa: E731
-                                   for index in torch.randperm(len(labels), generator=torch.Generator().manual_seed(epoch))
-                                   .split(settings.batch_size))
-            validate = lambda: auroc_of(head.classifier(features["validation"]).sigmoid().detach().numpy(),  # noqa: E731
-                                        data["validation"], FINDINGS)["auroc"]
-            trained = fit(probe, steps, validate, settings.epochs, settings.lr)
-        test = auroc_of(classification_scores(head, processor, data["test"], settings.batch_size), data["test"], FINDINGS)
+            validate = lambda: auroc_of(  # noqa: E731
+                classification_scores(head, processor, validation, settings.batch_size), validation, FINDINGS)["auroc"]
+            targets = lambda rows: torch.tensor(rows["labels"])  # noqa: E731
+            trained = fit_labelled(head, processor, train, targets, validate, settings, augment=True)
+        else:
+            trained = _fit_linear_probe(head, processor, train, validation, settings)
+        test_scores = classification_scores(head, processor, data["test"], settings.batch_size)
+        test = auroc_of(test_scores, data["test"], FINDINGS)
         print(f"   test AUROC {test['auroc']:.4f} (skipped: {test['skipped_labels']})")
-        results[f"{fraction:g}"] = {"test_auroc": test["auroc"], "per_label": test["per_label"],
-                                    "skipped_labels": test["skipped_labels"], "train_examples": len(train), **trained}
-        head.save_pretrained(f"{settings.output_dir}/classification-{fraction:g}")
-        push_if_asked(head, settings, f"-classification-{fraction:g}")
+        return head, processor, {"test_auroc": test["auroc"], "per_label": test["per_label"],
+                                 "skipped_labels": test["skipped_labels"], **trained}
+
+    results, heads = fine_tune_fractions(settings, data["train"], "classification", "classification", train_head)
     payload = {"task": "classification", "mode": "full_finetune" if settings.full_finetune else "linear_probe",
                "results": results, "seconds": clock.seconds}
-    write_json(f"{settings.output_dir}/classification.json", payload)
-    return payload
+    return write_results(settings, "classification", payload, heads)
+
+
+def _fit_linear_probe(head: Any, processor: Any, train: Any, validation: Any, settings: argparse.Namespace) -> dict:
+    """Train the head's classifier on the frozen encoder's CLS features, computed once per split."""
+    features = {name: cls_features(head, processor, split, settings.batch_size)
+                for name, split in (("train", train), ("validation", validation))}
+    labels = torch.tensor(train["labels"])
+    steps = lambda epoch: ({"features": features["train"][index], "labels": labels[index]}  # noqa: E731
+                           for index in torch.randperm(len(labels), generator=torch.Generator().manual_seed(epoch))
+                           .split(settings.batch_size))
+    validate = lambda: auroc_of(head.classifier(features["validation"]).sigmoid().detach().numpy(),  # noqa: E731
+                                validation, FINDINGS)["auroc"]
+    return fit(LinearProbe(head), steps, validate, settings.epochs, settings.lr)
 
 
 def parser() -> argparse.ArgumentParser:
     parser = add_common_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]), epochs=20, lr=3e-3)
-    parser.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.1, 1.0])
+    add_fraction_arguments(parser)
     parser.add_argument("--full_finetune", action="store_true", help="train the encoder too (default: linear probe)")
     return parser
 
 
 if __name__ == "__main__":
-    settings = parser().parse_args()
-    print("classification configuration:", json.dumps(vars(settings), indent=2))
-    run(settings)
+    run_from_command_line("classification", parser, run)

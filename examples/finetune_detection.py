@@ -8,13 +8,11 @@ Writes `<output_dir>/detection.json` and the selected heads.
 """
 
 import argparse
-import json
-
-import torch
+from typing import Any
 
 from evaluation.downstream import (
-    DETECTION_TASKS, Stopwatch, add_common_arguments, batches, detection_labels, detection_scores, fit,
-    fraction_of, load_split, pixels_of, push_if_asked, task_image_processor, write_json,
+    DETECTION_TASKS, Stopwatch, add_common_arguments, add_fraction_arguments, detection_labels, detection_scores,
+    fine_tune_fractions, fit_labelled, load_head, load_split, run_from_command_line, write_results,
 )
 from modeling_place import PlaceForObjectDetection
 from processing.synthetic_cxr import DEVICES, OPACITY_FINDINGS
@@ -24,40 +22,28 @@ def run(settings: argparse.Namespace) -> dict:
     clock = Stopwatch()
     data = load_split("detect", settings)
     names = OPACITY_FINDINGS if settings.task == "opacity" else DEVICES
-    results = {}
-    for fraction in settings.fractions:
-        print(f"-- {settings.task}, fraction {fraction:.0%}")
-        train = fraction_of(data["train"], fraction, settings.seed)
-        head = PlaceForObjectDetection.from_pretrained(
-            settings.model, num_labels=len(names), id2label=dict(enumerate(names)),
-            label2id={name: i for i, name in enumerate(names)}, dtype=torch.float32)
-        processor = task_image_processor(head.config)
-        steps = lambda epoch: ({"pixel_values": pixels_of(processor, rows),  # noqa: E731
-                                "labels": detection_labels(processor, rows, settings.task)}
-                               for rows in batches(train, settings.batch_size, shuffle=True, seed=epoch))
-        validate = lambda: detection_scores(head, processor, data["validation"], settings.task,  # noqa: E731
-                                            settings.batch_size)["map"]
-        trained = fit(head, steps, validate, settings.epochs, settings.lr)
-        test = detection_scores(head, processor, data["test"], settings.task, settings.batch_size)
+
+    def train_head(train: Any) -> tuple[Any, Any, dict[str, Any]]:
+        head, processor = load_head(PlaceForObjectDetection, settings, names)
+        scores = lambda split: detection_scores(  # noqa: E731
+            head, processor, data[split], settings.task, settings.batch_size)
+        targets = lambda rows: detection_labels(processor, rows, settings.task)  # noqa: E731
+        trained = fit_labelled(head, processor, train, targets, lambda: scores("validation")["map"], settings)
+        test = scores("test")
         print(f"   test mAP@[.40:.75] {test['map']:.4f}, COCO mAP {test['coco_map']:.4f}")
-        results[f"{fraction:g}"] = {"test_map": test["map"], "test_coco_map": test["coco_map"],
-                                    "per_class": {names[k]: v for k, v in test["per_class"].items()},
-                                    "train_examples": len(train), **trained}
-        head.save_pretrained(f"{settings.output_dir}/detection-{settings.task}-{fraction:g}")
-        push_if_asked(head, settings, f"-detection-{fraction:g}")
-    payload = {"task": f"detection/{settings.task}", "results": results, "seconds": clock.seconds}
-    write_json(f"{settings.output_dir}/detection.json", payload)
-    return payload
+        per_class = {names[k]: v for k, v in test["per_class"].items()}
+        return head, processor, {"test_map": test["map"], "test_coco_map": test["coco_map"], "per_class": per_class,
+                                 **trained}
+
+    results, heads = fine_tune_fractions(settings, data["train"], f"detection-{settings.task}", "detection", train_head)
+    return write_results(settings, "detection", {"task": f"detection/{settings.task}", "results": results,
+                                                 "seconds": clock.seconds}, heads)
 
 
 def parser() -> argparse.ArgumentParser:
     parser = add_common_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]), epochs=10, lr=1e-3)
-    parser.add_argument("--task", choices=sorted(DETECTION_TASKS), default="opacity")
-    parser.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.1, 1.0])
-    return parser
+    return add_fraction_arguments(parser, DETECTION_TASKS, default_task="opacity")
 
 
 if __name__ == "__main__":
-    settings = parser().parse_args()
-    print("detection configuration:", json.dumps(vars(settings), indent=2))
-    run(settings)
+    run_from_command_line("detection", parser, run)

@@ -9,15 +9,16 @@ against the processed reference reports (FINDINGS + IMPRESSION sentences). Write
 """
 
 import argparse
-import json
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from transformers import AutoProcessor
 
 import processing  # noqa: F401  (registers PlaceProcessor with AutoProcessor)
 from evaluation.downstream import (
-    Stopwatch, add_common_arguments, batches, fit, load_split, pixels_of, push_if_asked, report_metrics,
-    report_targets, task_image_processor, write_json,
+    Stopwatch, add_common_arguments, batches, fit, load_split, pixels_of, report_metrics, report_targets,
+    run_from_command_line, save_head, task_image_processor, write_results,
 )
 from modeling_place import PlaceForReportGeneration
 
@@ -35,33 +36,27 @@ def run(settings: argparse.Namespace) -> dict:
         report_bos_token_id=tokenizer.cls_token_id, report_eos_token_id=tokenizer.sep_token_id,
         report_pad_token_id=tokenizer.pad_token_id, dtype=torch.float32)
     image_processor = task_image_processor(model.config)
+    text_processor.image_processor = image_processor  # the saved folder ships the one the model was evaluated with
 
-    def step_batches(epoch: int):
-        for rows in batches(train, settings.batch_size, shuffle=True, seed=epoch):
+    def teacher_forced_batches(dataset: Any, shuffle: bool = False, seed: int = 0) -> Iterator[dict[str, Any]]:
+        for rows in batches(dataset, settings.batch_size, shuffle=shuffle, seed=seed):
             ids = report_targets(text_processor, rows["report"], settings.max_length)[1]
             yield {"pixel_values": pixels_of(image_processor, rows), "input_ids": ids, "labels": ids}
 
     @torch.no_grad()
     def validate() -> float:  # negative teacher-forced loss: higher is better
-        losses = [model(**batch).loss.item() for batch in _validation_batches()]
+        losses = [model(**batch).loss.item() for batch in teacher_forced_batches(validation)]
         return -float(sum(losses) / len(losses))
 
-    def _validation_batches():
-        for rows in batches(validation, settings.batch_size):
-            ids = report_targets(text_processor, rows["report"], settings.max_length)[1]
-            yield {"pixel_values": pixels_of(image_processor, rows), "input_ids": ids, "labels": ids}
-
+    step_batches = lambda epoch: teacher_forced_batches(train, shuffle=True, seed=epoch)  # noqa: E731
     trained = fit(model, step_batches, validate, settings.epochs, settings.lr)
     metrics = report_metrics(model, image_processor, text_processor, data["test"], settings.batch_size,
                              settings.num_beams, settings.max_length - 1)
     print("   test " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "example"))
     print(f"   example: {metrics['example']!r}")
-    model.save_pretrained(f"{settings.output_dir}/report_generation")
-    text_processor.save_pretrained(f"{settings.output_dir}/report_generation")
-    push_if_asked(model, settings, "-report-generation")
+    heads = {"-report-generation": save_head(model, text_processor, f"{settings.output_dir}/report_generation")}
     payload = {"task": "report_generation", "results": {"test": metrics, **trained}, "seconds": clock.seconds}
-    write_json(f"{settings.output_dir}/report_generation.json", payload)
-    return payload
+    return write_results(settings, "report_generation", payload, heads)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -75,6 +70,4 @@ def parser() -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    settings = parser().parse_args()
-    print("report generation configuration:", json.dumps(vars(settings), indent=2))
-    run(settings)
+    run_from_command_line("report generation", parser, run)

@@ -8,13 +8,11 @@ resolution. Writes `<output_dir>/segmentation.json` and the selected heads.
 """
 
 import argparse
-import json
-
-import torch
+from typing import Any
 
 from evaluation.downstream import (
-    SEGMENTATION_TASKS, Stopwatch, add_common_arguments, batches, fit, fraction_of, load_split, pixels_of,
-    push_if_asked, segmentation_dice, segmentation_labels, task_image_processor, write_json,
+    SEGMENTATION_TASKS, Stopwatch, add_common_arguments, add_fraction_arguments, fine_tune_fractions, fit_labelled,
+    load_head, load_split, run_from_command_line, segmentation_dice, segmentation_labels, write_results,
 )
 from modeling_place import PlaceForSemanticSegmentation
 
@@ -23,38 +21,27 @@ def run(settings: argparse.Namespace) -> dict:
     clock = Stopwatch()
     data = load_split("segment", settings)
     column = SEGMENTATION_TASKS[settings.task]
-    results = {}
-    for fraction in settings.fractions:
-        print(f"-- {settings.task}, fraction {fraction:.0%}")
-        train = fraction_of(data["train"], fraction, settings.seed)
-        head = PlaceForSemanticSegmentation.from_pretrained(
-            settings.model, num_labels=2, id2label={0: "background", 1: settings.task},
-            label2id={"background": 0, settings.task: 1}, dtype=torch.float32)
-        processor = task_image_processor(head.config)
+
+    def train_head(train: Any) -> tuple[Any, Any, dict[str, Any]]:
+        head, processor = load_head(PlaceForSemanticSegmentation, settings, ["background", settings.task])
+        dice = lambda split: segmentation_dice(head, processor, data[split], column, settings.batch_size)  # noqa: E731
         # no geometric augmentation: masks must stay aligned with the (eval-mode) crop
-        steps = lambda epoch: ({"pixel_values": pixels_of(processor, rows),  # noqa: E731
-                                "labels": segmentation_labels(processor, rows, column)}
-                               for rows in batches(train, settings.batch_size, shuffle=True, seed=epoch))
-        validate = lambda: segmentation_dice(head, processor, data["validation"], column, settings.batch_size)  # noqa: E731
-        trained = fit(head, steps, validate, settings.epochs, settings.lr)
-        dice = segmentation_dice(head, processor, data["test"], column, settings.batch_size)
-        print(f"   test Dice {dice:.4f}")
-        results[f"{fraction:g}"] = {"test_dice": dice, "train_examples": len(train), **trained}
-        head.save_pretrained(f"{settings.output_dir}/segmentation-{settings.task}-{fraction:g}")
-        push_if_asked(head, settings, f"-segmentation-{fraction:g}")
-    payload = {"task": f"segmentation/{settings.task}", "results": results, "seconds": clock.seconds}
-    write_json(f"{settings.output_dir}/segmentation.json", payload)
-    return payload
+        masks = lambda rows: segmentation_labels(processor, rows, column)  # noqa: E731
+        trained = fit_labelled(head, processor, train, masks, lambda: dice("validation"), settings)
+        test_dice = dice("test")
+        print(f"   test Dice {test_dice:.4f}")
+        return head, processor, {"test_dice": test_dice, **trained}
+
+    results, heads = fine_tune_fractions(
+        settings, data["train"], f"segmentation-{settings.task}", "segmentation", train_head)
+    return write_results(settings, "segmentation", {"task": f"segmentation/{settings.task}", "results": results,
+                                                    "seconds": clock.seconds}, heads)
 
 
 def parser() -> argparse.ArgumentParser:
     parser = add_common_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]), epochs=10, lr=1e-3)
-    parser.add_argument("--task", choices=sorted(SEGMENTATION_TASKS), default="pneumothorax")
-    parser.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.1, 1.0])
-    return parser
+    return add_fraction_arguments(parser, SEGMENTATION_TASKS, default_task="pneumothorax")
 
 
 if __name__ == "__main__":
-    settings = parser().parse_args()
-    print("segmentation configuration:", json.dumps(vars(settings), indent=2))
-    run(settings)
+    run_from_command_line("segmentation", parser, run)

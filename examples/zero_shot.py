@@ -9,17 +9,15 @@ Writes `<output_dir>/zero_shot.json`.
 """
 
 import argparse
-import json
 
 import numpy as np
-import torch
-from transformers import AutoProcessor
 
-import processing  # noqa: F401  (registers PlaceProcessor with AutoProcessor)
-from evaluation.downstream import Stopwatch, batches, load_split, pixels_of, task_image_processor, write_json
+from evaluation.downstream import (
+    Stopwatch, add_data_arguments, batches, load_pretrained, load_split, pixels_of, run_from_command_line,
+    write_results,
+)
 from evaluation.functional import multilabel_auroc
 from evaluation.tasks import zero_shot_scores
-from modeling_place import PlaceModel
 from processing.synthetic_cxr import FINDINGS
 
 PROMPTS = {  # finding: (asserting sentences, denying sentences)
@@ -37,9 +35,7 @@ PROMPTS = {  # finding: (asserting sentences, denying sentences)
 
 def run(settings: argparse.Namespace) -> dict:
     clock = Stopwatch()
-    model = PlaceModel.from_pretrained(settings.model, dtype=torch.float32).eval()
-    processor = AutoProcessor.from_pretrained(settings.model)
-    image_processor = task_image_processor(model.config)
+    model, processor, image_processor = load_pretrained(settings)
     test = load_split("classify", settings)["test"]
     classes = list(PROMPTS)
     parts = [zero_shot_scores(model, processor, pixels_of(image_processor, rows),
@@ -52,23 +48,13 @@ def run(settings: argparse.Namespace) -> dict:
         results[kind] = multilabel_auroc(scores, labels, classes)
         print(f"   {kind}: macro AUROC {results[kind]['auroc']:.4f}")
     payload = {"task": "zero_shot", "results": results, "prompts": PROMPTS, "seconds": clock.seconds}
-    write_json(f"{settings.output_dir}/zero_shot.json", payload)
-    return payload
+    return write_results(settings, "zero_shot", payload)
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="pretrained PLACE folder (model + processor)")
-    parser.add_argument("--output_dir", default="runs/downstream")
-    parser.add_argument("--size", type=int, default=None, help="classify split size (None: BENCHMARK.md)")
-    parser.add_argument("--image_size", type=int, default=256)
-    parser.add_argument("--data_cache", default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch_size", type=int, default=64)
-    return parser
+    return add_data_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]), batch_size=64,
+                              size_help="classify split size (None: BENCHMARK.md)")
 
 
 if __name__ == "__main__":
-    settings = parser().parse_args()
-    print("zero-shot configuration:", json.dumps(vars(settings), indent=2))
-    run(settings)
+    run_from_command_line("zero-shot", parser, run)

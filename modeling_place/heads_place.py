@@ -371,7 +371,7 @@ class PlaceForObjectDetection(PlaceHeadPreTrainedModel):
     (`assign_boxes_to_patches`); loss = sigmoid focal loss over all patches (normalised by the positives)
     + L1 and GIoU on the positive patches' boxes. Labels follow DETR: a list (one per image) of dicts with
     `class_labels (G,)` and `boxes (G, 4)` normalised `(cx, cy, w, h)`. Post-process with
-    `PlaceImageProcessorForTasks.post_process_object_detection` (score threshold + per-class NMS).
+    `PlaceImageProcessor.post_process_object_detection` (score threshold + per-class NMS).
     """
 
     def __init__(self, config: PlaceConfig, **head_options: Any) -> None:

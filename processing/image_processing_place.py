@@ -34,6 +34,8 @@ from transformers.image_transforms import group_images_by_shape, reorder_images
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling, SizeDict
 from transformers.processing_utils import ImagesKwargs, Unpack
 
+from .postprocessing_place import PlacePostProcessingMixin
+
 __all__ = ["PlaceImageKwargs", "PlaceImageProcessor", "load_image_file", "to_grayscale_float"]
 
 # ITU-R BT.601 luma weights: what PIL uses for RGB -> L.
@@ -64,7 +66,7 @@ class PlaceImageKwargs(ImagesKwargs, total=False):
     augment_contrast: float | int | None
 
 
-class PlaceImageProcessor(TorchvisionBackend):
+class PlaceImageProcessor(PlacePostProcessingMixin, TorchvisionBackend):
     r"""Chest X-ray image processor: grey level, aspect-preserving resize + pad, crop, 3 channels, normalise.
 
     Defaults: `size` 256 x 256 (the image is fitted inside it and zero-padded), `crop_size` 224 x 224,

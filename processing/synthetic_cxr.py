@@ -19,18 +19,18 @@ import shutil
 import textwrap
 import zlib
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .synthetic_render import (
+    Anatomy,
     Rendered,
     build_geometry,
     expose,
     heart_field,
     render_atelectasis,
-    render_cardiomegaly,
     render_consolidation,
     render_density,
     render_device,
@@ -40,12 +40,13 @@ from .synthetic_render import (
     render_lesion,
     render_pneumothorax,
     sample_anatomy,
+    sample_cardiomegaly,
     upsample_mask,
     working_size,
 )
 from .synthetic_reports import report_sections, write_report
 
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"
 
 FINDINGS: tuple[str, ...] = (
     "No Finding",
@@ -123,26 +124,26 @@ def box_from_mask(mask: np.ndarray) -> list[int]:
     return [int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1]
 
 
-def render_case(rng: np.random.Generator, image_size: int, names: list[str]) -> tuple[np.ndarray, list[dict], Any]:
+def render_case(rng: np.random.Generator, image_size: int,
+                names: list[str]) -> tuple[np.ndarray, list[dict], Anatomy]:
     """Render one patient with the given findings; returns the uint8 image, finding records and anatomy."""
     work = working_size(image_size)
     anatomy = sample_anatomy(rng, work)
     subtle = {name: bool(rng.random() < SUBTLE_PROBABILITY) for name in names}
-    rendered: list[Rendered] = []
-    ctr = anatomy.ctr
+    cardiomegaly, ctr = None, anatomy.ctr
     if "Cardiomegaly" in names:
-        cardiomegaly, ctr = render_cardiomegaly(None, rng, subtle["Cardiomegaly"])
-        rendered.append(cardiomegaly)
+        cardiomegaly, ctr = sample_cardiomegaly(rng, subtle["Cardiomegaly"])
     geom = build_geometry(anatomy, work)
     density, markings, heart = render_density(geom, ctr)
-    scale = 1.0
+    rendered: list[Rendered] = []
+    if cardiomegaly is not None:  # the enlarged heart is already in the density; only its mask is needed
+        rendered.append(Rendered("Cardiomegaly", cardiomegaly, (heart > 0.5) & (geom.v < geom.dome + 0.01)))
     for name in names:
         if name != "Cardiomegaly":
             rendered.extend(_render_finding(name, geom, rng, subtle[name]))
+    scale = 1.0
     for item in rendered:
-        if item.name == "Cardiomegaly":
-            item.mask = (heart > 0.5) & (geom.v < geom.dome + 0.01)
-        density += item.add * FINDING_CONTRAST if FINDING_CONTRAST != 1.0 else item.add
+        density += item.add * FINDING_CONTRAST
         scale = scale * item.marking_scale
     density += markings * scale
     image = expose(density, anatomy, rng, image_size)

@@ -373,7 +373,7 @@ def render_consolidation(geom: Geometry, rng: np.random.Generator, subtle: bool)
     field = _zone_ellipse(geom, side, zone, radius, radius * rng.uniform(0.7, 1.1), rng)
     patchy = field + 0.45 * geom.blobs
     inside = ramp(1.0 - patchy, 0.5) * geom.lung * geom.side_mask(side)
-    amp = rng.uniform(0.1, 0.14) if subtle else rng.uniform(0.2, 0.34)
+    amp = rng.uniform(0.11, 0.15) if subtle else rng.uniform(0.24, 0.38)
     bronchograms = geom.ridges * inside * (0.5 * amp)
     mask = (inside > 0.4) & _in_lung(geom, side)
     return Rendered("Consolidation", {"side": side, "zone": zone, "size": size}, mask,
@@ -384,10 +384,10 @@ def render_lesion(geom: Geometry, rng: np.random.Generator, subtle: bool) -> Ren
     """Round opacity: a nodule (< 3 cm) or a mass, faint to dense."""
     side, zone = str(rng.choice(SIDES)), str(rng.choice(ZONES))
     kind = "nodule" if subtle or rng.random() < 0.65 else "mass"
-    radius = rng.uniform(0.016, 0.035) if kind == "nodule" else rng.uniform(0.045, 0.075)
+    radius = rng.uniform(0.02, 0.04) if kind == "nodule" else rng.uniform(0.045, 0.075)
     field = _zone_ellipse(geom, side, zone, radius, radius, rng)
     dome = np.sqrt(np.clip(1.0 - field, 0.0, 1.0))
-    amp = rng.uniform(0.1, 0.14) if subtle else rng.uniform(0.18, 0.34)
+    amp = rng.uniform(0.11, 0.15) if subtle else rng.uniform(0.22, 0.4)
     mask = field < 1.0
     diameter_mm = int(round(radius * 2 * 350 / 5.0) * 5) if kind == "mass" else int(round(radius * 2 * 350))
     attributes = {"side": side, "zone": zone, "kind": kind, "diameter_mm": max(diameter_mm, 5),
@@ -399,7 +399,7 @@ def render_atelectasis(geom: Geometry, rng: np.random.Generator, subtle: bool) -
     """Linear / plate-like opacity, mostly basal, slightly tilted."""
     side = str(rng.choice(SIDES))
     zone = str(rng.choice(ZONES, p=[0.1, 0.2, 0.7]))
-    length, thickness = rng.uniform(0.07, 0.13), rng.uniform(0.011, 0.017) * (0.8 if subtle else 1.3)
+    length, thickness = rng.uniform(0.08, 0.14), rng.uniform(0.013, 0.02) * (0.8 if subtle else 1.3)
     centre_v = geom.zone_center(zone) + (0.04 if zone == "lower" else 0.0) + rng.uniform(-0.02, 0.02)
     an = geom.anatomy
     centre_a = rng.uniform(an.mediastinum + 0.08, an.half_width - 0.08)
@@ -409,7 +409,7 @@ def render_atelectasis(geom: Geometry, rng: np.random.Generator, subtle: bool) -
     along, across = du * np.cos(tilt) + dv * np.sin(tilt), -du * np.sin(tilt) + dv * np.cos(tilt)
     field = (along / length) ** 2 + (across / thickness) ** 2
     inside = ramp(1.0 - field, 0.6) * geom.lung * geom.side_mask(side)
-    amp = rng.uniform(0.11, 0.15) if subtle else rng.uniform(0.2, 0.32)
+    amp = rng.uniform(0.12, 0.16) if subtle else rng.uniform(0.25, 0.38)
     mask = (inside > 0.3) & _in_lung(geom, side)
     return Rendered("Atelectasis", {"side": side, "zone": zone}, mask, add=amp * inside)
 
@@ -421,18 +421,18 @@ def render_edema(geom: Geometry, rng: np.random.Generator, subtle: bool) -> Rend
     spread = rng.uniform(0.03, 0.05)
     distance = ((geom.a - an.mediastinum - 0.04) ** 2 + 0.6 * (geom.v - an.heart_v + 0.06) ** 2) / spread
     haze = geom.lung / (1.0 + distance * distance) * (1.0 + 0.3 * geom.blobs)
-    amp = rng.uniform(0.05, 0.08) if severity == "mild" else rng.uniform(0.09, 0.13)
+    amp = rng.uniform(0.035, 0.055) if severity == "mild" else rng.uniform(0.06, 0.09)
     mask = (haze > 0.35) & (geom.lung > 0.5)
     return Rendered("Edema", {"severity": severity}, mask, add=amp * haze,
                     marking_scale=1.0 + (0.3 if severity == "mild" else 0.5) * haze)
 
 
-def render_cardiomegaly(geom: Geometry, rng: np.random.Generator, subtle: bool) -> tuple[Rendered, float]:
-    """Enlarged heart: returns the finding (mask filled in after rendering) and the new CTR."""
+def sample_cardiomegaly(rng: np.random.Generator, subtle: bool) -> tuple[dict, float]:
+    """Severity attributes and the enlarged cardiothoracic ratio (the heart is drawn with the anatomy)."""
     severity = "mild" if subtle else str(rng.choice(["mild", "moderate", "severe"], p=[0.4, 0.4, 0.2]))
     ctr = {"mild": rng.uniform(0.52, 0.56), "moderate": rng.uniform(0.57, 0.62),
            "severe": rng.uniform(0.63, 0.7)}[severity]
-    return Rendered("Cardiomegaly", {"severity": severity, "ctr": round(float(ctr), 3)}, None), ctr
+    return {"severity": severity, "ctr": round(float(ctr), 3)}, ctr
 
 
 def _draw_mask(geom: Geometry, polylines: list[tuple[list[tuple[float, float]], float]],
@@ -454,26 +454,26 @@ def render_device(geom: Geometry, rng: np.random.Generator, subtle: bool, device
     """Endotracheal tube, central venous line or pacemaker as thin bright lines / a dense generator."""
     an = geom.anatomy
     carina = an.apex + 0.19
-    brightness = rng.uniform(0.12, 0.18) if subtle else rng.uniform(0.25, 0.45)
+    brightness = rng.uniform(0.15, 0.22) if subtle else rng.uniform(0.35, 0.55)
     attributes: dict = {"device": device}
     ellipses = []
     if device == "endotracheal tube":
         tip_cm = int(rng.integers(2, 7))
         tip = carina - tip_cm * 0.009
-        lines = [([(0.0, 0.0), (0.002, tip)], 0.012 if not subtle else 0.008)]
+        lines = [([(0.0, 0.0), (0.002, tip)], 0.018 if not subtle else 0.012)]
         attributes["tip_cm_above_carina"] = tip_cm
     elif device == "central line":
         sign = -1.0 if rng.random() < 0.6 else 1.0
         attributes["side"] = "right" if sign < 0 else "left"
         tip_v = carina + rng.uniform(0.0, 0.12)
         lines = [([(sign * 0.33, an.apex + 0.02), (sign * 0.22, an.apex + 0.06), (sign * 0.06, an.apex + 0.09),
-                   (-0.035, an.apex + 0.16), (-0.04, tip_v)], 0.006)]
+                   (-0.035, an.apex + 0.16), (-0.04, tip_v)], 0.011 if not subtle else 0.008)]
     else:
         sign = 1.0 if rng.random() < 0.8 else -1.0
         attributes["side"] = "left" if sign > 0 else "right"
         gx, gv = sign * rng.uniform(0.22, 0.3), an.apex + rng.uniform(0.04, 0.08)
         lines = [([(gx, gv), (sign * 0.12, gv + 0.04), (-0.03, an.apex + 0.2), (-0.05, an.heart_v),
-                   (0.06, an.heart_v + 0.09)], 0.007)]
+                   (0.06, an.heart_v + 0.09)], 0.011 if not subtle else 0.008)]
         ellipses = [((gx, gv), 0.035, 0.025)]
         brightness *= 1.3
     mask = _draw_mask(geom, lines, ellipses)

@@ -178,9 +178,10 @@ _VOLUMES = {"low": ("low lung volumes.", "lung volumes are low with bronchovascu
             "normal": ("lung volumes are normal.",), "high": ("the lungs are hyperinflated.",)}
 _NO_FINDING_IMPRESSION = ("no acute cardiopulmonary process.", "no acute intrathoracic abnormality.",
                           "no acute cardiopulmonary abnormality.")
-_INDICATIONS = ("shortness of breath.", "cough and fever.", "chest pain.", "evaluate for pneumonia.",
-                "rule out pneumothorax.", "assess line placement.", "hypoxia.", "fall, evaluate for rib fractures.",
-                "pre-operative evaluation.", "history of heart failure, assess for edema.")
+_INDICATIONS = ("shortness of breath.", "cough and fever.", "chest pain.", "fever, evaluate for pneumonia.",
+                "dyspnea, rule out pneumothorax.", "new line, assess placement.", "hypoxia.",
+                "fall, evaluate for rib fractures.", "planned surgery, pre-operative evaluation.",
+                "heart failure, assess for edema.")
 _COMPARISONS = ("___.", "None.", "Chest radiograph from ___.", "Prior study of ___.")
 _TOPIC = {"Support Devices": 0, "Consolidation": 2, "Lung Lesion": 2, "Atelectasis": 2, "Edema": 2,
           "Pleural Effusion": 3, "Pneumothorax": 3, "Cardiomegaly": 4, "Fracture": 5}

@@ -19,7 +19,7 @@ from transformers import (
     pipeline,
 )
 
-from evaluation.postprocessing import PlaceImageProcessorForTasks
+from processing import PlaceImageProcessor
 from modeling_place import (
     PlaceConfig,
     PlaceForImageClassification,
@@ -146,7 +146,7 @@ def test_detection_loss_is_zero_for_boxes_only_where_predictions_are_exact(pretr
 
 
 def test_detection_post_processing_maps_boxes_back_and_applies_nms():
-    processor = PlaceImageProcessorForTasks(size={"height": 32, "width": 32}, crop_size={"height": 32, "width": 32})
+    processor = PlaceImageProcessor(size={"height": 32, "width": 32}, crop_size={"height": 32, "width": 32})
     logits = torch.full((1, 3, 2), -10.0)
     logits[0, 0, 1] = logits[0, 1, 1] = 5.0  # two overlapping boxes of class 1, one kept by NMS
     logits[0, 2, 0] = 4.0
@@ -241,7 +241,7 @@ def test_every_head_loads_as_remote_code_without_the_package(pretrained_dir, tmp
 
 # ------------------------------------------------------------------------------------------------- pipelines
 def test_pipelines_on_a_pil_image(pretrained_dir):
-    processor = PlaceImageProcessorForTasks(size={"height": 36, "width": 36}, crop_size={"height": 32, "width": 32})
+    processor = PlaceImageProcessor(size={"height": 36, "width": 36}, crop_size={"height": 32, "width": 32})
     image = PIL.Image.fromarray((np.random.default_rng(0).random((50, 40)) * 255).astype(np.uint8))
     names = {0: "background", 1: "pneumothorax"}
     classifier = PlaceForImageClassification.from_pretrained(

@@ -19,7 +19,7 @@ from evaluation.functional import (
     rouge_l,
     tokenize_text,
 )
-from evaluation.postprocessing import PlaceImageProcessorForTasks
+from processing import PlaceImageProcessor
 
 RNG = np.random.default_rng(0)
 
@@ -250,7 +250,7 @@ def test_mask_metric_modules_match_functions():
 
 # ------------------------------------------------------------------------------------------ post-processing
 def test_crop_geometry_round_trips_boxes_and_masks():
-    processor = PlaceImageProcessorForTasks()  # fit into 256, pad, crop 224
+    processor = PlaceImageProcessor()  # fit into 256, pad, crop 224
     boxes = np.array([[40.0, 60.0, 200.0, 300.0], [0.0, 0.0, 10.0, 10.0]])
     normalised, keep = processor.boxes_to_model(boxes, height=400, width=300)
     assert keep.tolist() == [True, False]  # the corner box falls in the cropped-away margin

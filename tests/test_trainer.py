@@ -178,3 +178,9 @@ def test_recall_at_k():
     assert recall_at_k(embeds, embeds) == {"recall@1": 1.0, "recall@5": 1.0}
     shuffled = embeds[[1, 0, 2, 3]]
     assert recall_at_k(embeds, shuffled, ks=(1, 2))["recall@1"] == 0.5
+
+
+@pytest.mark.parametrize("name", ["tiny_synthetic.yaml", "base_mimic.yaml"])
+def test_provided_configs_parse(name):
+    config = load_train_config([str(REPO / "examples" / "configs" / name)])
+    assert config.preset in ("tiny", "base") and config.max_steps > 0

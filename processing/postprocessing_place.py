@@ -4,8 +4,8 @@
 `crop_size`. Predictions live in that crop; mapping them back to the original image inverts the same
 geometry (`CropGeometry`). The same geometry maps ground-truth masks and boxes *into* the crop for training.
 
-`PlacePostProcessingMixin` needs only `size`, `crop_size` and `do_center_crop` from its host class, so the
-lead can move it into `processing/image_processing_place.py` unchanged.
+`PlacePostProcessingMixin` needs only `size`, `crop_size` and `do_center_crop` from its host class;
+`PlaceImageProcessor` inherits it, so a saved processor works with the segmentation and detection pipelines.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-
-from processing import PlaceImageProcessor
 
 
 @dataclass(frozen=True)
@@ -127,13 +125,11 @@ class PlacePostProcessingMixin:
         Boxes are `[x0, y0, x1, y1]` in original pixels when `target_sizes` is given, else normalised to
         the model input (crop). At most `max_detections` boxes per image, best first.
         """
-        from torchvision.ops import batched_nms
-
-        from modeling_place.heads_place import box_cxcywh_to_xyxy
+        from torchvision.ops import batched_nms, box_convert
 
         crop_h, crop_w = _size_pair(self.crop_size, "crop_size") if self.do_center_crop else _size_pair(self.size, "size")
         probabilities = outputs["logits"].float().sigmoid()
-        boxes = box_cxcywh_to_xyxy(outputs["pred_boxes"].float())
+        boxes = box_convert(outputs["pred_boxes"].float(), "cxcywh", "xyxy")
         results = []
         for scores, image_boxes, target in zip(probabilities, boxes, _target_size_list(target_sizes, len(boxes))):
             patch, label = torch.nonzero(scores > threshold, as_tuple=True)
@@ -164,14 +160,14 @@ class PlacePostProcessingMixin:
 
         Boxes that the crop cuts away entirely (zero width or height after clipping) are flagged False.
         """
-        from modeling_place.heads_place import box_xyxy_to_cxcywh
+        from torchvision.ops import box_convert
 
         geometry = self.crop_geometry(height, width)
         pixels = torch.as_tensor(np.asarray(boxes, dtype=np.float32).reshape(-1, 4))
         cropped = geometry.to_crop(pixels)
         keep = (cropped[:, 2] > cropped[:, 0]) & (cropped[:, 3] > cropped[:, 1])
         scale = cropped.new_tensor([geometry.crop_width, geometry.crop_height] * 2)
-        return box_xyxy_to_cxcywh(cropped / scale), keep
+        return box_convert(cropped / scale, "xyxy", "cxcywh"), keep
 
 
 def _logits_to_classes(logits: Tensor) -> Tensor:
@@ -181,9 +177,4 @@ def _logits_to_classes(logits: Tensor) -> Tensor:
     return logits.argmax(dim=0)
 
 
-class PlaceImageProcessorForTasks(PlacePostProcessingMixin, PlaceImageProcessor):
-    """`PlaceImageProcessor` plus the post-processing that `pipeline("image-segmentation")` and
-    `pipeline("object-detection")` call. Pass it as `image_processor=` to those pipelines."""
-
-
-__all__ = ["CropGeometry", "PlaceImageProcessorForTasks", "PlacePostProcessingMixin"]
+__all__ = ["CropGeometry", "PlacePostProcessingMixin"]
