@@ -372,8 +372,11 @@ class PlaceModel(PlacePreTrainedModel):
         text_states = self.encode_text_tokens(input_ids, attention_mask)
         image_embeds = F.normalize(self.vision_projection(tokens[:, 0]), dim=-1)
         text_embeds = F.normalize(self.text_projection(text_states[:, 0]), dim=-1)
-        observations, attentions = self.observation_extractor(patches)
-        sentences = self._sentence_features(text_states, sentence_ids) if sentence_ids is not None else None
+        # Training without PCMA (ITA-only, ITA+CE) skips the VPOE and T-PORs: nothing would use them.
+        observe = not return_loss or self.config.lambda_pcma > 0
+        observations, attentions = self.observation_extractor(patches) if observe else (None, None)
+        use_sentences = observe and sentence_ids is not None
+        sentences = self._sentence_features(text_states, sentence_ids) if use_sentences else None
         scale = self.logit_scale.clamp(max=math.log(self.config.logit_scale_max)).exp()
         logits_per_image = scale * image_embeds.float() @ text_embeds.float().t()
         output = PlaceOutput(

@@ -46,7 +46,7 @@ from .synthetic_render import (
 )
 from .synthetic_reports import report_sections, write_report
 
-GENERATOR_VERSION = "3"
+GENERATOR_VERSION = "4"
 
 FINDINGS: tuple[str, ...] = (
     "No Finding",

@@ -186,6 +186,11 @@ class Geometry:
         return float(u * self.size), float(y * self.size)
 
 
+def _aortic_knob(anatomy: Anatomy, du: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Widening of the mediastinum on the patient's left (image right) at the aortic arch."""
+    return 0.03 * ramp(0.5 - np.abs(v - anatomy.apex - 0.15) / 0.05, 0.5) * (du > 0)
+
+
 def build_geometry(anatomy: Anatomy, size: int) -> Geometry:
     """Rotate the grid and compute lung fields, lateral chest wall and diaphragm for this patient."""
     u, v0 = _base_grid(size)
@@ -202,8 +207,7 @@ def build_geometry(anatomy: Anatomy, size: int) -> Geometry:
     apex_curve = anatomy.apex + 2.5 * (a - 0.5 * tw) ** 2
     eps = 0.012
     lung = ramp(v - apex_curve, eps) * ramp(lateral - a, eps) * ramp(dome - v, eps)
-    knob = 0.03 * ramp(0.5 - np.abs(v - anatomy.apex - 0.15) / 0.05, 0.5) * (du > 0)
-    lung *= ramp(a - anatomy.mediastinum - knob, eps)
+    lung *= ramp(a - anatomy.mediastinum - _aortic_knob(anatomy, du, v), eps)
     ridges, blobs = _texture_bank(size)[anatomy.texture_index]
     ridges = np.roll(ridges, anatomy.texture_shift, axis=(0, 1))
     blobs = np.roll(blobs, anatomy.texture_shift, axis=(1, 0))
@@ -246,8 +250,8 @@ def _body_and_bones(geom: Geometry) -> np.ndarray:
     body_half = 0.12 + shoulder * (an.half_width + 0.09 - 0.12)
     thickness = np.sqrt(np.clip(1.0 - (a / body_half) ** 2, 0.0, 1.0))
     density = 0.03 + 0.5 * thickness + 0.12 * ramp(v - an.dome_left + 0.1, 0.25) * thickness
-    knob = 0.03 * ramp(0.5 - np.abs(v - an.apex - 0.15) / 0.05, 0.5) * (du > 0)
-    density += 0.1 * ramp(0.017 + an.mediastinum + knob - a, 0.03) * ramp(v - an.apex, 0.1)
+    mediastinum = an.mediastinum + _aortic_knob(an, du, v)
+    density += 0.1 * ramp(0.017 + mediastinum - a, 0.03) * ramp(v - an.apex, 0.1)
     spine = ramp(0.03 - a, 0.01)
     vertebra = 0.6 + 0.4 * ramp(np.abs(np.sin(np.pi * v / 0.042)) - 0.35, 0.25)
     density += spine * (0.07 * vertebra) + 0.04 * ramp(0.01 - np.abs(a - 0.024), 0.006) * vertebra
@@ -387,7 +391,7 @@ def render_lesion(geom: Geometry, rng: np.random.Generator, subtle: bool) -> Ren
     radius = rng.uniform(0.02, 0.04) if kind == "nodule" else rng.uniform(0.045, 0.075)
     field = _zone_ellipse(geom, side, zone, radius, radius, rng)
     dome = np.sqrt(np.clip(1.0 - field, 0.0, 1.0))
-    amp = rng.uniform(0.11, 0.15) if subtle else rng.uniform(0.22, 0.4)
+    amp = rng.uniform(0.12, 0.16) if subtle else rng.uniform(0.3, 0.5)
     mask = field < 1.0
     diameter_mm = int(round(radius * 2 * 350 / 5.0) * 5) if kind == "mass" else int(round(radius * 2 * 350))
     attributes = {"side": side, "zone": zone, "kind": kind, "diameter_mm": max(diameter_mm, 5),
@@ -409,7 +413,7 @@ def render_atelectasis(geom: Geometry, rng: np.random.Generator, subtle: bool) -
     along, across = du * np.cos(tilt) + dv * np.sin(tilt), -du * np.sin(tilt) + dv * np.cos(tilt)
     field = (along / length) ** 2 + (across / thickness) ** 2
     inside = ramp(1.0 - field, 0.6) * geom.lung * geom.side_mask(side)
-    amp = rng.uniform(0.12, 0.16) if subtle else rng.uniform(0.25, 0.38)
+    amp = rng.uniform(0.12, 0.16) if subtle else rng.uniform(0.3, 0.45)
     mask = (inside > 0.3) & _in_lung(geom, side)
     return Rendered("Atelectasis", {"side": side, "zone": zone}, mask, add=amp * inside)
 
@@ -454,7 +458,8 @@ def render_device(geom: Geometry, rng: np.random.Generator, subtle: bool, device
     """Endotracheal tube, central venous line or pacemaker as thin bright lines / a dense generator."""
     an = geom.anatomy
     carina = an.apex + 0.19
-    brightness = rng.uniform(0.15, 0.22) if subtle else rng.uniform(0.35, 0.55)
+    # Metal is far denser than tissue; the subtle ones are thin, faint catheters.
+    brightness = rng.uniform(0.35, 0.5) if subtle else rng.uniform(0.8, 1.2)
     attributes: dict = {"device": device}
     ellipses = []
     if device == "endotracheal tube":

@@ -293,7 +293,8 @@ class PlaceTrainer:
         mean = self.accelerator.reduce(torch.stack(losses).mean(0), "mean").tolist()
         metrics = {f"val_{name}": value for name, value in zip(("loss", "loss_ita", "loss_pcma", "loss_ce"), mean)}
         metrics.update({f"val_{k}": v for k, v in recall_at_k(torch.cat(images), torch.cat(texts)).items()})
-        self.accelerator.print(f"step {self.progress.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        self.accelerator.print(f"step {self.progress.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
+                               flush=True)
         self.last_validation = (self.progress.step, metrics)
         return metrics
 
