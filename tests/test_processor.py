@@ -69,8 +69,8 @@ def test_trained_wordpiece_tokenizer(trained_tokenizer, tmp_path):
     trained_tokenizer.save_pretrained(tmp_path)
     reloaded = load_tokenizer(tmp_path)
     assert reloaded("Small left pleural effusion.")["input_ids"] == ids and reloaded.model_max_length == 64
-    again = train_wordpiece_tokenizer(CORPUS, vocab_size=300, model_max_length=64, min_frequency=1)
-    assert again.get_vocab() == trained_tokenizer.get_vocab()  # same corpus, same ids: runs are reproducible
+    learned = sorted(trained_tokenizer.get_vocab(), key=trained_tokenizer.get_vocab().get)[len(BERT_SPECIAL_TOKENS):]
+    assert learned == sorted(learned)  # ids follow the tokens' order, not the trainer's hash-map order
     with pytest.raises(TypeError, match="corpus item 1"):
         train_wordpiece_tokenizer(["fine", None], vocab_size=50)
     with pytest.raises(ValueError, match="vocab_size"):
