@@ -36,8 +36,13 @@ for _auto_class, _head in _HEADS.items():
     _auto_class.register(PlaceConfig, _head, exist_ok=True)
     _head.register_for_auto_class(_auto_class.__name__)
 
+# One import registers everything: the image processor and processor live in the sibling `processing` package.
+from processing import PlaceImageProcessor, PlaceProcessor  # noqa: E402
+
 __all__ = [
     "PlaceConfig",
+    "PlaceImageProcessor",
+    "PlaceProcessor",
     "PlaceForImageClassification",
     "PlaceForObjectDetection",
     "PlaceForReportGeneration",
