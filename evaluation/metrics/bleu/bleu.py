@@ -1,9 +1,9 @@
 """Corpus BLEU-1..4 on the package's report tokenisation (lower-case words, punctuation dropped)."""
 
-import datasets
 import evaluate
 
 from evaluation.functional import corpus_bleu
+from evaluation.metric_features import report_features
 
 _DESCRIPTION = """Corpus-level BLEU-1 to BLEU-4 (Papineni et al. 2002): clipped n-gram precisions of orders 1..n,
 geometric mean, brevity penalty against the closest reference length, no smoothing. Equal to
@@ -24,11 +24,7 @@ class Bleu(evaluate.Metric):
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
             description=_DESCRIPTION, citation="", inputs_description=_KWARGS,
-            features=[
-                datasets.Features({"predictions": datasets.Value("string"),
-                                   "references": datasets.Sequence(datasets.Value("string"))}),
-                datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
-            ],
+            features=report_features(),
         )
 
     def _compute(self, predictions, references, max_order=4):

@@ -1,9 +1,9 @@
 """CIDEr-D of coco-caption: consensus-based TF-IDF n-gram similarity, ×10."""
 
-import datasets
 import evaluate
 
 from evaluation.functional import cider_d
+from evaluation.metric_features import report_features
 
 _DESCRIPTION = """CIDEr-D (Vedantam et al. 2015) as coco-caption's `Cider` scorer: n-grams of orders 1-4 weighted
 by TF-IDF (document frequencies from the references of the evaluated corpus), clipped cosine similarity,
@@ -22,11 +22,7 @@ class Cider(evaluate.Metric):
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
             description=_DESCRIPTION, citation="", inputs_description=_KWARGS,
-            features=[
-                datasets.Features({"predictions": datasets.Value("string"),
-                                   "references": datasets.Sequence(datasets.Value("string"))}),
-                datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
-            ],
+            features=report_features(),
         )
 
     def _compute(self, predictions, references):

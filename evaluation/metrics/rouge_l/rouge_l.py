@@ -1,9 +1,9 @@
 """ROUGE-L: mean sentence-level longest-common-subsequence F-measure."""
 
-import datasets
 import evaluate
 
 from evaluation.functional import rouge_l
+from evaluation.metric_features import report_features
 
 _DESCRIPTION = """ROUGE-L F-measure per prediction, averaged. With `beta=1` (default) it equals the `rougeL`
 F1 of Google's rouge-score on the same tokens; `beta=1.2` gives coco-caption's ROUGE_L (used by most report
@@ -23,11 +23,7 @@ class RougeL(evaluate.Metric):
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
             description=_DESCRIPTION, citation="", inputs_description=_KWARGS,
-            features=[
-                datasets.Features({"predictions": datasets.Value("string"),
-                                   "references": datasets.Sequence(datasets.Value("string"))}),
-                datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
-            ],
+            features=report_features(),
         )
 
     def _compute(self, predictions, references, beta=1.0):
