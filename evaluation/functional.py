@@ -99,12 +99,18 @@ def _as_mask_batch(masks: np.ndarray, name: str) -> np.ndarray:
     return masks
 
 
-def dice_per_image(predictions: np.ndarray, references: np.ndarray, empty_score: float = 1.0) -> np.ndarray:
-    """Dice 2|P∩R| / (|P| + |R|) of each binary mask pair `(N, H, W)`; `empty_score` when both are empty."""
+def _paired_masks(predictions: np.ndarray, references: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both inputs as boolean `(N, H, W)` mask batches of one shape (ValueError otherwise)."""
     predictions = _as_mask_batch(predictions, "predictions").astype(bool)
     references = _as_mask_batch(references, "references").astype(bool)
     if predictions.shape != references.shape:
         raise ValueError(f"predictions {predictions.shape} and references {references.shape} differ in shape")
+    return predictions, references
+
+
+def dice_per_image(predictions: np.ndarray, references: np.ndarray, empty_score: float = 1.0) -> np.ndarray:
+    """Dice 2|P∩R| / (|P| + |R|) of each binary mask pair `(N, H, W)`; `empty_score` when both are empty."""
+    predictions, references = _paired_masks(predictions, references)
     intersection = (predictions & references).sum(axis=(1, 2))
     total = predictions.sum(axis=(1, 2)) + references.sum(axis=(1, 2))
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -113,10 +119,7 @@ def dice_per_image(predictions: np.ndarray, references: np.ndarray, empty_score:
 
 def mask_iou(predictions: np.ndarray, references: np.ndarray, empty_score: float = 1.0) -> np.ndarray:
     """Jaccard |P∩R| / |P∪R| of each binary mask pair `(N, H, W)`; `empty_score` when both are empty."""
-    predictions = _as_mask_batch(predictions, "predictions").astype(bool)
-    references = _as_mask_batch(references, "references").astype(bool)
-    if predictions.shape != references.shape:
-        raise ValueError(f"predictions {predictions.shape} and references {references.shape} differ in shape")
+    predictions, references = _paired_masks(predictions, references)
     intersection = (predictions & references).sum(axis=(1, 2))
     union = (predictions | references).sum(axis=(1, 2))
     return np.where(union == 0, empty_score, intersection / np.maximum(union, 1)).astype(np.float64)

@@ -57,9 +57,9 @@ def encode_images(model: Any, pixel_values: Tensor, batch_size: int = 64) -> tup
     model.eval()
     global_parts, observation_parts = [], []
     for part in _batches(len(pixel_values), batch_size):
-        pixels = pixel_values[part].to(model.device)
-        global_parts.append(model.get_image_features(pixels).pooler_output.float().cpu())
-        observation_parts.append(model.get_observation_features(pixels).observation_embeds.float().cpu())
+        observed = model.get_observation_features(pixel_values[part].to(model.device))  # one ViT pass for both
+        global_parts.append(observed.image_embeds.float().cpu())
+        observation_parts.append(observed.observation_embeds.float().cpu())
     return torch.cat(global_parts), torch.cat(observation_parts)
 
 

@@ -59,11 +59,13 @@ class PlaceOutput(ModelOutput):
 
 @dataclass
 class PlaceObservationOutput(ModelOutput):
-    """V-PORs of a batch of images: `observation_embeds (B, M, d)`, `observation_attentions (B, M, N)`."""
+    """V-PORs of a batch of images: `observation_embeds (B, M, d)`, `observation_attentions (B, M, N)`, and the
+    global `image_embeds (B, d)` of the same ViT pass."""
 
     observation_embeds: Tensor | None = None
     observation_attentions: Tensor | None = None
     patch_embeds: Tensor | None = None
+    image_embeds: Tensor | None = None
 
 
 @dataclass
@@ -293,16 +295,20 @@ class PlaceModel(PlacePreTrainedModel):
     def get_image_features(self, pixel_values: Tensor, **kwargs: Any) -> BaseModelOutputWithPooling:
         """Global image embedding (normalised, `(B, d)`) in `pooler_output`; ViT tokens in `last_hidden_state`."""
         tokens, _ = self.encode_image_tokens(pixel_values)
-        embeds = F.normalize(self.vision_projection(tokens[:, 0]), dim=-1)
-        return BaseModelOutputWithPooling(last_hidden_state=tokens, pooler_output=embeds)
+        return BaseModelOutputWithPooling(last_hidden_state=tokens, pooler_output=self._image_embeds(tokens))
 
     def get_text_features(
         self, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs: Any
     ) -> BaseModelOutputWithPooling:
         """Global report embedding (normalised, `(B, d)`) in `pooler_output`; token states in `last_hidden_state`."""
         states = self.encode_text_tokens(input_ids, attention_mask)
-        embeds = F.normalize(self.text_projection(states[:, 0]), dim=-1)
-        return BaseModelOutputWithPooling(last_hidden_state=states, pooler_output=embeds)
+        return BaseModelOutputWithPooling(last_hidden_state=states, pooler_output=self._text_embeds(states))
+
+    def _image_embeds(self, tokens: Tensor) -> Tensor:
+        return F.normalize(self.vision_projection(tokens[:, 0]), dim=-1)
+
+    def _text_embeds(self, states: Tensor) -> Tensor:
+        return F.normalize(self.text_projection(states[:, 0]), dim=-1)
 
     def get_patch_features(self, pixel_values: Tensor) -> BaseModelOutputWithPooling:
         """Final-norm patch tokens `(B, N, D_v)` in `last_hidden_state`; the final-norm CLS in `pooler_output`."""
@@ -310,11 +316,11 @@ class PlaceModel(PlacePreTrainedModel):
         return BaseModelOutputWithPooling(last_hidden_state=tokens[:, self.num_prefix_tokens :], pooler_output=tokens[:, 0])
 
     def get_observation_features(self, pixel_values: Tensor) -> PlaceObservationOutput:
-        """V-PORs `(B, M, d)` and their attention over patches `(B, M, N)`."""
+        """V-PORs `(B, M, d)`, their attention over patches `(B, M, N)` and the global embedding, one ViT pass."""
         tokens, _ = self.encode_image_tokens(pixel_values)
         patches = tokens[:, self.num_prefix_tokens :]
         observations, attentions = self.observation_extractor(patches)
-        return PlaceObservationOutput(observations, attentions, patches)
+        return PlaceObservationOutput(observations, attentions, patches, self._image_embeds(tokens))
 
     def get_sentence_features(
         self, input_ids: Tensor, attention_mask: Tensor | None, sentence_ids: Tensor
@@ -370,8 +376,7 @@ class PlaceModel(PlacePreTrainedModel):
         tokens, _ = self.encode_image_tokens(pixel_values)
         patches = tokens[:, self.num_prefix_tokens :]
         text_states = self.encode_text_tokens(input_ids, attention_mask)
-        image_embeds = F.normalize(self.vision_projection(tokens[:, 0]), dim=-1)
-        text_embeds = F.normalize(self.text_projection(text_states[:, 0]), dim=-1)
+        image_embeds, text_embeds = self._image_embeds(tokens), self._text_embeds(text_states)
         # Training without PCMA (ITA-only, ITA+CE) skips the VPOE and T-PORs: nothing would use them.
         observe = not return_loss or self.config.lambda_pcma > 0
         observations, attentions = self.observation_extractor(patches) if observe else (None, None)
