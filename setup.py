@@ -17,6 +17,7 @@ EXTRAS = {
     "dicom": ["pydicom"],
     "eval": ["scikit-learn", "pycocotools", "rouge-score", "sacrebleu", "evaluate"],
     "trackers": ["tensorboard"],
+    "faiss": ["faiss-cpu"],
 }
 # pycocoevalcap (coco-caption) is the reference the metrics tests compare BLEU / ROUGE-L / CIDEr against.
 TEST_TOOLS = ["pytest", "pytest-timeout", "hypothesis", "pycocoevalcap"]

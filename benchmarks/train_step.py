@@ -3,24 +3,39 @@
     python benchmarks/train_step.py                       # tiny and base, batch 8, CPU
     python benchmarks/train_step.py --presets tiny --quick
     python benchmarks/train_step.py --device cuda --batch-size 64 --dtype bf16
+    python benchmarks/train_step.py --presets base --profile   # + where PLACE's extra time goes, op by op
 
 Variants run interleaved round by round, so machine noise hits them alike; the table gives the median step
 time, its ratio to ITA-only, the step's FLOPs (torch.utils.flop_counter) and the achieved fraction of the
-matmul peak measured in the same run (MFU). Writes benchmarks/results/train_step.json.
+matmul peaks measured in the same run (MFU; against the fp32 peak and, with --dtype bf16/fp16, that dtype's peak
+too). `--profile` adds torch.profiler tables of full PLACE and ITA-only on the first preset and the operators
+that account for PLACE's extra time. Writes benchmarks/results/train_step.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import statistics
-import time
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make the repo root importable
+
+from benchmarks.common import (
+    autocast_dtype,
+    machine_info,
+    matmul_peak,
+    median,
+    print_table,
+    results_path,
+    sync,
+    timed,
+    write_report,
+)
 from modeling_place import PlaceConfig, PlaceModel
 
 VARIANTS = {
@@ -30,47 +45,35 @@ VARIANTS = {
     "place_dense": {"ce_mode": "dense"},
     "place_masked": {"ce_mode": "masked"},
 }
+FULL_PLACE = "place_dense"  # the trainer's default objective (PlaceConfig defaults: every weight 1, dense CE)
 DEFAULTS = {"lambda_ita": 1.0, "lambda_pcma": 1.0, "lambda_ce": 1.0, "ce_mode": "dense"}
-RESULTS = Path(__file__).parent / "results" / "train_step.json"
+RESULTS = results_path("train_step")
+PROFILE_ROWS = 15
+
+Step = Callable[[], None]
 
 
-def synthetic_batch(config: PlaceConfig, batch: int, length: int) -> dict[str, torch.Tensor]:
-    """A batch shaped like PlaceProcessor's output: K sentences of equal length, a few duplicate hashes."""
+def synthetic_batch(config: PlaceConfig, batch: int, length: int,
+                    device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """A batch shaped like PlaceProcessor's output: K sentences of equal length, a few duplicate hashes; made
+    on `device` (large GPU batches are not generated on the CPU and copied)."""
     k = config.max_sentences
     size = config.image_size
-    sentence_ids = torch.full((batch, length), -1, dtype=torch.long)
-    sentence_ids[:, 1:-1] = torch.arange(length - 2) * k // (length - 2)
-    hashes = torch.arange(batch * k).view(batch, k) + 1
+    sentence_ids = torch.full((batch, length), -1, dtype=torch.long, device=device)
+    sentence_ids[:, 1:-1] = torch.arange(length - 2, device=device) * k // (length - 2)
+    hashes = torch.arange(batch * k, device=device).view(batch, k) + 1
     hashes[:, -2:] = 7  # a "No pneumothorax."-like sentence shared by every report
     return {
-        "pixel_values": torch.randn(batch, 3, size, size),
-        "input_ids": torch.randint(5, config.text_config.vocab_size, (batch, length)),
-        "attention_mask": torch.ones(batch, length, dtype=torch.long),
+        "pixel_values": torch.randn(batch, 3, size, size, device=device),
+        "input_ids": torch.randint(5, config.text_config.vocab_size, (batch, length), device=device),
+        "attention_mask": torch.ones(batch, length, dtype=torch.long, device=device),
         "sentence_ids": sentence_ids,
         "sentence_hashes": hashes,
     }
 
 
-def matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
-    """Achieved FLOP/s of a square matmul: the peak that MFU is measured against."""
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    a @ b
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    _sync(device)
-    return 2 * size**3 * repeats / (time.perf_counter() - start)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def make_step(model: PlaceModel, overrides: dict, batch: dict, optimizer: torch.optim.Optimizer,
-              dtype: torch.dtype | None):
+              dtype: torch.dtype | None) -> Step:
     """One full training step of a variant: its loss weights / CE mode, forward, backward, AdamW update."""
 
     def step() -> None:
@@ -85,58 +88,108 @@ def make_step(model: PlaceModel, overrides: dict, batch: dict, optimizer: torch.
     return step
 
 
-def count_flops(step) -> int:
+def count_flops(step: Step) -> int:
+    """FLOPs of one call of `step` (runs it once)."""
     with FlopCounterMode(display=False) as counter:
         step()
     return counter.get_total_flops()
 
 
-def build_variants(preset: str, args: argparse.Namespace, device: torch.device) -> dict[str, dict]:
-    """All variants share ONE model (same towers, same batch, same optimizer): a variant only changes the
-    loss weights and CE mode, so ratios compare the objectives and nothing else, in 1/5 of the memory."""
+def build_model(preset: str, device: torch.device, gradient_checkpointing: bool = False) -> PlaceModel:
+    """A seeded PLACE model of `preset` in training mode with every module any variant uses."""
     torch.manual_seed(0)
-    config = PlaceConfig.from_preset(preset, ce_mode="masked")  # builds every module any variant uses
+    config = PlaceConfig.from_preset(preset, ce_mode="masked")  # masked mode also builds the mask token
     model = PlaceModel(config).to(device).train()
-    if args.gradient_checkpointing:
+    if gradient_checkpointing:
         model.activation_checkpointing_enable()
-    batch = {k: v.to(device) for k, v in synthetic_batch(config, args.batch_size, args.length).items()}
+    return model
+
+
+def build_variants(preset: str, device: torch.device, batch_size: int, length: int = 128, dtype: str = "fp32",
+                   gradient_checkpointing: bool = False, names: Sequence[str] = tuple(VARIANTS)) -> dict[str, dict]:
+    """The step of each named variant, all sharing ONE model (same towers, same batch, same optimizer): a variant
+    only changes the loss weights and CE mode, so ratios compare the objectives and nothing else, in 1/5 of the
+    memory. Each entry is {"step": callable, "times": []}."""
+    model = build_model(preset, device, gradient_checkpointing)
+    batch = {k: v.to(device) for k, v in synthetic_batch(model.config, batch_size, length).items()}
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    dtype = _dtype(args.dtype)
-    return {name: {"step": make_step(model, overrides, batch, optimizer, dtype), "times": []}
-            for name, overrides in VARIANTS.items()}
-
-
-def _dtype(name: str) -> torch.dtype | None:
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+    return {name: {"step": make_step(model, VARIANTS[name], batch, optimizer, autocast_dtype(dtype)), "times": []}
+            for name in names}
 
 
 def time_variants(variants: dict[str, dict], rounds: int, device: torch.device) -> None:
+    """Append `rounds` step times to each variant, interleaved round by round, after one warm-up step each."""
     for entry in variants.values():  # warm-up (allocator, oneDNN/cuBLAS kernel selection)
         entry["step"]()
     for _ in range(rounds):
         for entry in variants.values():
-            _sync(device)
-            start = time.perf_counter()
-            entry["step"]()
-            _sync(device)
-            entry["times"].append(time.perf_counter() - start)
+            entry["times"].append(timed(entry["step"], device))
 
 
-def summarise(preset: str, variants: dict[str, dict], peak: float, batch: int) -> list[dict]:
-    base = statistics.median(variants["ita_only"]["times"])
+def step_samples_per_s(preset: str, device: torch.device, batch_size: int, dtype: str = "fp32", rounds: int = 3,
+                       length: int = 128, variant: str = FULL_PLACE) -> dict[str, Any]:
+    """Samples/s one training step of `variant` consumes (median of `rounds` steps after a warm-up)."""
+    variants = build_variants(preset, device, batch_size, length, dtype, names=(variant,))
+    time_variants(variants, rounds, device)
+    step_s = median(variants[variant]["times"])
+    return {"preset": preset, "variant": variant, "batch": batch_size, "dtype": dtype, "step_s": step_s,
+            "samples_per_s": batch_size / step_s}
+
+
+def summarise(preset: str, variants: dict[str, dict], peaks: dict[str, float], dtype: str, batch: int) -> list[dict]:
+    """One row per variant: median step time, ratio to ITA-only, FLOPs and MFU against every measured peak."""
+    base = median(variants["ita_only"]["times"])
     rows = []
     for name, entry in variants.items():
-        median = statistics.median(entry["times"])
+        step_s = median(entry["times"])
         flops = count_flops(entry["step"])
-        rows.append({
-            "preset": preset, "variant": name, "batch": batch, "step_s": median, "ratio_to_ita": median / base,
-            "samples_per_s": batch / median, "gflop_per_step": flops / 1e9, "mfu": flops / median / peak,
+        row = {
+            "preset": preset, "variant": name, "batch": batch, "step_s": step_s, "ratio_to_ita": step_s / base,
+            "samples_per_s": batch / step_s, "gflop_per_step": flops / 1e9, "mfu": flops / step_s / peaks[dtype],
             "times_s": entry["times"],
-        })
+        }
+        row.update({f"mfu_{peak_name}_peak": flops / step_s / peak for peak_name, peak in peaks.items()})
+        rows.append(row)
     return rows
 
 
-def main(argv: list[str] | None = None) -> dict:
+def profile_steps(step: Step, device: torch.device, steps: int = 2) -> list[dict[str, Any]]:
+    """torch.profiler operator averages of `steps` calls of `step` (already warm), per step, by self time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as profiler:
+        for _ in range(steps):
+            step()
+        sync(device)
+    sort_key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = sorted(profiler.key_averages(), key=lambda event: getattr(event, sort_key), reverse=True)
+    return [{"name": event.key, "calls_per_step": event.count / steps,
+             "self_cpu_ms": event.self_cpu_time_total / 1e3 / steps, "cpu_total_ms": event.cpu_time_total / 1e3 / steps,
+             "self_device_ms": event.self_device_time_total / 1e3 / steps} for event in events]
+
+
+def extra_time_by_operator(place: list[dict], ita: list[dict], key: str) -> list[dict[str, Any]]:
+    """Operators ranked by how much more self time per step full PLACE spends in them than ITA-only."""
+    ita_ms = {row["name"]: row[key] for row in ita}
+    rows = [{"name": row["name"], "place_ms": row[key], "ita_ms": ita_ms.get(row["name"], 0.0),
+             "extra_ms": row[key] - ita_ms.get(row["name"], 0.0)} for row in place]
+    return sorted(rows, key=lambda row: row["extra_ms"], reverse=True)[:PROFILE_ROWS]
+
+
+def profile_place_vs_ita(preset: str, device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
+    """Profiles of full PLACE and ITA-only on `preset` and the operators behind PLACE's extra time."""
+    variants = build_variants(preset, device, args.batch_size, args.length, args.dtype, args.gradient_checkpointing,
+                              names=("ita_only", FULL_PLACE))
+    time_variants(variants, 0, device)  # warm-up only
+    tables = {name: profile_steps(entry["step"], device) for name, entry in variants.items()}
+    key = "self_device_ms" if device.type == "cuda" else "self_cpu_ms"
+    extra = extra_time_by_operator(tables[FULL_PLACE], tables["ita_only"], key)
+    top = {name: rows[:PROFILE_ROWS] for name, rows in tables.items()}
+    return {"preset": preset, "sorted_by": key, "extra": extra, **top}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["tiny", "base"])
     parser.add_argument("--batch-size", type=int, default=8)
@@ -145,40 +198,60 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile full PLACE vs ITA-only on the first preset (torch.profiler, top ops)")
     parser.add_argument("--quick", action="store_true", help="2 rounds (smoke test)")
     parser.add_argument("--output", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def raise_peaks(peaks: dict[str, float], device: torch.device) -> None:
+    """Raise each dtype's peak to a fresh measurement if higher: clock and load drift within a run (one peak
+    taken at start-up read 137 GFLOP/s against 177 later), so MFU uses the best peak the run has seen."""
+    for name in peaks:
+        peaks[name] = max(peaks[name], matmul_peak(device, autocast_dtype(name) or torch.float32))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
     device = torch.device(args.device)
     rounds = 2 if args.quick else args.rounds
-    peaks = {"fp32": matmul_peak(device, torch.float32)}
-    if args.dtype != "fp32":
-        peaks[args.dtype] = matmul_peak(device, _dtype(args.dtype))
-    rows = []
+    peaks = dict.fromkeys(["fp32"] + ([args.dtype] if args.dtype != "fp32" else []), 0.0)
+    timed = []
     for preset in args.presets:
-        variants = build_variants(preset, args, device)
+        raise_peaks(peaks, device)
+        variants = build_variants(preset, device, args.batch_size, args.length, args.dtype, args.gradient_checkpointing)
         time_variants(variants, rounds, device)
-        rows += summarise(preset, variants, peaks[args.dtype], args.batch_size)
-    report = {"machine": _machine(device), "threads": torch.get_num_threads(), "dtype": args.dtype,
-              "matmul_peak_flops": peaks, "rows": rows}
-    _print_table(report)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2))
+        timed.append((preset, variants))
+    raise_peaks(peaks, device)
+    rows = [row for preset, variants in timed for row in summarise(preset, variants, peaks, args.dtype, args.batch_size)]
+    report = {**machine_info(device), "dtype": args.dtype, "matmul_peak_flops": peaks, "rows": rows}
+    if args.profile:
+        report["profile"] = profile_place_vs_ita(args.presets[0], device, args)
+    _print_report(report)
+    write_report(report, args.output)
     return report
 
 
-def _machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
-
-
-def _print_table(report: dict) -> None:
+def _print_report(report: dict) -> None:
     print(f"machine: {report['machine']}; dtype {report['dtype']}; matmul peak "
           + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in report["matmul_peak_flops"].items()))
-    print(f"{'preset':<6} {'variant':<13} {'step s':>8} {'x ITA':>7} {'samples/s':>10} {'GFLOP':>8} {'MFU':>6}")
-    for row in report["rows"]:
-        print(f"{row['preset']:<6} {row['variant']:<13} {row['step_s']:>8.3f} {row['ratio_to_ita']:>7.3f} "
-              f"{row['samples_per_s']:>10.1f} {row['gflop_per_step']:>8.1f} {row['mfu']:>6.1%}")
+    mfu_columns = [(f"mfu_{name}_peak", f"MFU {name}", ".1%") for name in report["matmul_peak_flops"]]
+    print_table(report["rows"], [("preset", "preset", ""), ("variant", "variant", ""), ("step_s", "step s", ".3f"),
+                                 ("ratio_to_ita", "x ITA", ".3f"), ("samples_per_s", "samples/s", ".1f"),
+                                 ("gflop_per_step", "GFLOP", ".1f"), *mfu_columns])
+    if "profile" in report:
+        _print_profile(report["profile"])
+
+
+def _print_profile(profile: dict) -> None:
+    key = profile["sorted_by"]
+    for name in (FULL_PLACE, "ita_only"):
+        columns = [("name", "operator", ""), (key, f"{key} /step", ".2f"), ("calls_per_step", "calls", ".0f")]
+        print_table(profile[name], columns, title=f"\n{profile['preset']} {name}: top operators")
+    columns = [("name", "operator", ""), ("place_ms", "PLACE ms", ".2f"), ("ita_ms", "ITA ms", ".2f"),
+               ("extra_ms", "extra ms", ".2f")]
+    print_table(profile["extra"], columns, title="\nwhere PLACE's extra time goes (per step)")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -113,9 +114,14 @@ def fit_labelled(
     (masks, boxes), since they are mapped into the eval-mode crop.
     """
 
+    # A small label fraction is passed over several times per epoch, so that every fraction gets the same
+    # number of optimiser steps (and of validations) instead of a handful of steps at 1 %.
+    passes = max(1, math.ceil(getattr(settings, "min_epoch_examples", 0) / max(len(train), 1)))
+
     def step_batches(epoch: int) -> Iterator[dict[str, Any]]:
-        for rows in batches(train, settings.batch_size, shuffle=True, seed=epoch):
-            yield {"pixel_values": pixels_of(processor, rows, train=augment), "labels": labels_of(rows)}
+        for repeat in range(passes):
+            for rows in batches(train, settings.batch_size, shuffle=True, seed=epoch * passes + repeat):
+                yield {"pixel_values": pixels_of(processor, rows, train=augment), "labels": labels_of(rows)}
 
     return fit(head, step_batches, validate, settings.epochs, settings.lr)
 
@@ -222,15 +228,20 @@ def segmentation_labels(processor: Any, rows: dict[str, list], column: str) -> t
 
 
 @torch.no_grad()
-def segmentation_dice(model: Any, processor: Any, dataset: Any, column: str, batch_size: int) -> float:
-    """Mean per-image Dice of the foreground at the model input's resolution."""
+def segmentation_dice(model: Any, processor: Any, dataset: Any, column: str, batch_size: int) -> dict[str, float]:
+    """Mean per-image Dice of the foreground at the model input's resolution (1 where both masks are empty), over
+    all images (`dice`) and over the images that contain the lesion (`dice_positive`)."""
     model.eval()
-    scores = []
+    scores, positive = [], []
     for rows in batches(dataset, batch_size):
         outputs = model(pixel_values=pixels_of(processor, rows))
         predicted = torch.stack(processor.post_process_semantic_segmentation(outputs))
-        scores.append(dice_per_image(predicted.numpy() == 1, segmentation_labels(processor, rows, column).numpy() == 1))
-    return float(np.concatenate(scores).mean())
+        references = segmentation_labels(processor, rows, column).numpy() == 1
+        scores.append(dice_per_image(predicted.numpy() == 1, references))
+        positive.append(references.any(axis=(1, 2)))
+    scores, positive = np.concatenate(scores), np.concatenate(positive)
+    # Dice on images with a lesion: an all-background prediction scores 0 here, not the empty-image share.
+    return {"dice": float(scores.mean()), "dice_positive": float(scores[positive].mean()) if positive.any() else 0.0}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -323,6 +334,8 @@ def add_common_arguments(parser: Any, epochs: int = 10, lr: float = 1e-3, batch_
     add_data_arguments(parser, batch_size)
     parser.add_argument("--epochs", type=int, default=epochs)
     parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--min_epoch_examples", type=int, default=0,
+                        help="repeat a smaller training subset within each epoch up to this many examples")
     parser.add_argument("--push_to_hub", action="store_true",
                         help="publish the selected checkpoint(s) with processor and model card (place_hub.publish)")
     parser.add_argument("--hub_model_id", default=None, help="repository id for --push_to_hub")

@@ -302,13 +302,23 @@ class PlaceModel(PlacePreTrainedModel):
     ) -> BaseModelOutputWithPooling:
         """Global report embedding (normalised, `(B, d)`) in `pooler_output`; token states in `last_hidden_state`."""
         states = self.encode_text_tokens(input_ids, attention_mask)
-        return BaseModelOutputWithPooling(last_hidden_state=states, pooler_output=self._text_embeds(states))
+        return BaseModelOutputWithPooling(
+            last_hidden_state=states, pooler_output=self._text_embeds(states, attention_mask)
+        )
 
     def _image_embeds(self, tokens: Tensor) -> Tensor:
         return F.normalize(self.vision_projection(tokens[:, 0]), dim=-1)
 
-    def _text_embeds(self, states: Tensor) -> Tensor:
-        return F.normalize(self.text_projection(states[:, 0]), dim=-1)
+    def _text_embeds(self, states: Tensor, attention_mask: Tensor | None) -> Tensor:
+        if self.config.text_pooling == "cls":
+            return F.normalize(self.text_projection(states[:, 0]), dim=-1)
+        # Mean over real tokens: a from-scratch text tower's CLS starts nearly identical for every report,
+        # which stalls contrastive learning at log(B) for hundreds of steps; the token mean does not.
+        if attention_mask is None:
+            return F.normalize(self.text_projection(states.mean(dim=1)), dim=-1)
+        weights = attention_mask.to(states.dtype).unsqueeze(-1)
+        pooled = (states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+        return F.normalize(self.text_projection(pooled), dim=-1)
 
     def get_patch_features(self, pixel_values: Tensor) -> BaseModelOutputWithPooling:
         """Final-norm patch tokens `(B, N, D_v)` in `last_hidden_state`; the final-norm CLS in `pooler_output`."""
@@ -376,7 +386,7 @@ class PlaceModel(PlacePreTrainedModel):
         tokens, _ = self.encode_image_tokens(pixel_values)
         patches = tokens[:, self.num_prefix_tokens :]
         text_states = self.encode_text_tokens(input_ids, attention_mask)
-        image_embeds, text_embeds = self._image_embeds(tokens), self._text_embeds(text_states)
+        image_embeds, text_embeds = self._image_embeds(tokens), self._text_embeds(text_states, attention_mask)
         # Training without PCMA (ITA-only, ITA+CE) skips the VPOE and T-PORs: nothing would use them.
         observe = not return_loss or self.config.lambda_pcma > 0
         observations, attentions = self.observation_extractor(patches) if observe else (None, None)

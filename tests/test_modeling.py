@@ -61,12 +61,29 @@ def test_observation_scores_and_grounding(micro_model):
         ({"lambda_ce": float("nan")}, "lambda_ce"),
         ({"logit_scale_init": 200.0}, "logit_scale_init"),
         ({"pcma_matching": "fuzzy"}, "pcma_matching"),
+        ({"text_pooling": "max"}, "text_pooling"),
         ({"vision_config": {"architecture": "resnet50"}}, "architecture"),
     ],
 )
 def test_invalid_config_names_the_field(overrides, field):
     with pytest.raises(ValueError, match=field):
         PlaceConfig(**micro_config(**overrides))
+
+
+def test_mean_text_pooling_ignores_padding():
+    torch.manual_seed(0)
+    model = PlaceModel(PlaceConfig(**micro_config(text_pooling="mean"))).eval()
+    ids = torch.randint(5, 100, (1, 8))
+    padded = torch.cat([ids, torch.zeros(1, 4, dtype=torch.long)], dim=1)
+    mask = torch.cat([torch.ones(1, 8), torch.zeros(1, 4)], dim=1).long()
+    with torch.no_grad():
+        short = model.get_text_features(ids, torch.ones_like(ids)).pooler_output
+        long = model.get_text_features(padded, mask).pooler_output
+        cls_model = PlaceModel(PlaceConfig(**micro_config())).eval()
+        cls_model.load_state_dict(model.state_dict())
+        cls = cls_model.get_text_features(ids, torch.ones_like(ids)).pooler_output
+    torch.testing.assert_close(short, long, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(short, cls, atol=1e-3)  # the option changes what is pooled
 
 
 def test_vpoe_heads_must_divide_vision_width():

@@ -35,10 +35,10 @@ class TrainConfig:
     # optimisation
     batch_size: int = 32  # per device
     grad_accum: int = 1
-    max_steps: int = 500
-    lr: float = 5e-4
+    max_steps: int = 1500
+    lr: float = 1e-3
     min_lr_ratio: float = 0.1
-    warmup_steps: int = 50
+    warmup_steps: int = 100
     weight_decay: float = 0.05
     max_grad_norm: float = 1.0
     mixed_precision: str = "auto"  # "auto" (bf16 where supported), "bf16", "fp16", "no"
@@ -48,8 +48,8 @@ class TrainConfig:
     output_dir: str = "place-cxr"
     run_dir: str = "runs/pretrain"
     log_every: int = 10
-    eval_every: int = 100
-    checkpoint_every: int = 100
+    eval_every: int = 250
+    checkpoint_every: int = 250
     keep_checkpoints: int = 2
     resume: bool = True  # continue from the newest checkpoint in run_dir when there is one
     trackers: list[str] = field(default_factory=list)  # "tensorboard", "trackio"

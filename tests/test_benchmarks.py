@@ -1,0 +1,215 @@
+"""The benchmark scripts' quick/dry modes run end to end and write sane results; their measuring helpers are right."""
+
+import argparse
+import importlib
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from benchmarks import data_loading, gpu, inference, memory, train_step
+from modeling_place import PlaceConfig, PlaceModel
+from tests.helpers import micro_config
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Benchmarks measure, they need not be fast here: one thread avoids oversubscribing a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _read(path) -> dict:
+    return json.loads(path.read_text())
+
+
+# -- train_step ------------------------------------------------------------------------------------------------
+def test_train_step_quick_with_profile(tmp_path):
+    output = tmp_path / "train_step.json"
+    report = train_step.main(["--presets", "tiny", "--quick", "--batch-size", "2", "--length", "16", "--profile",
+                              "--output", str(output)])
+    assert _read(output) == json.loads(json.dumps(report))
+    assert {"machine", "threads", "dtype", "matmul_peak_flops", "rows", "profile"} <= set(report)
+    rows = {row["variant"]: row for row in report["rows"]}
+    assert set(rows) == set(train_step.VARIANTS)
+    for row in rows.values():
+        assert row["step_s"] > 0 and row["samples_per_s"] == pytest.approx(2 / row["step_s"])
+        assert row["mfu"] == row["mfu_fp32_peak"] > 0 and len(row["times_s"]) == 2
+    assert rows["ita_only"]["ratio_to_ita"] == 1.0
+    assert rows["place_dense"]["gflop_per_step"] > rows["ita_only"]["gflop_per_step"]  # PLACE adds work
+    profile = report["profile"]
+    assert profile["preset"] == "tiny" and profile["sorted_by"] == "self_cpu_ms"
+    for name in ("place_dense", "ita_only"):
+        times = [row["self_cpu_ms"] for row in profile[name]]
+        assert 0 < len(times) <= train_step.PROFILE_ROWS and times == sorted(times, reverse=True)
+    assert any(row["name"] == "aten::mm" for row in profile["place_dense"])
+    extra = [row["extra_ms"] for row in profile["extra"]]
+    assert extra == sorted(extra, reverse=True) and extra[0] > 0
+
+
+def test_mfu_is_reported_against_every_measured_peak():
+    variants = train_step.build_variants("tiny", torch.device("cpu"), batch_size=1, length=8, names=("ita_only",))
+    train_step.time_variants(variants, 1, torch.device("cpu"))
+    (row,) = train_step.summarise("tiny", variants, {"fp32": 1e11, "bf16": 4e11}, "bf16", batch=1)
+    assert row["mfu"] == row["mfu_bf16_peak"]
+    assert row["mfu_fp32_peak"] == pytest.approx(4 * row["mfu_bf16_peak"])
+
+
+# -- data_loading ----------------------------------------------------------------------------------------------
+def test_data_loading_quick_measures_worker_and_step(tmp_path):
+    output = tmp_path / "data_loading.json"
+    report = data_loading.main(["--quick", "--output", str(output)])
+    assert _read(output)["rows"] == report["rows"]
+    collator = report["collator"]
+    assert collator["images_per_s"] > 0 and collator["batches"] == 2 and 0 < collator["max_report_tokens"] <= 128
+    (row,) = report["rows"]
+    assert row["preset"] == "tiny" and row["step_source"] == "measured" and row["step_samples_per_s"] > 0
+    assert row["worker_to_step_ratio"] == pytest.approx(collator["images_per_s"] / row["step_samples_per_s"])
+    assert row["workers_needed"] == math.ceil(row["step_samples_per_s"] / collator["images_per_s"])
+    assert report["goal"]["met"] == (row["worker_to_step_ratio"] >= 2)
+
+
+def test_data_loading_reads_step_rates_from_a_results_file(tmp_path):
+    rows = [{"preset": "tiny", "variant": "ita_only", "batch": 32, "samples_per_s": 1.0},
+            {"preset": "tiny", "variant": "place_dense", "batch": 32, "samples_per_s": 1e5}]
+    results = tmp_path / "train_step.json"
+    results.write_text(json.dumps({"dtype": "fp32", "rows": rows}))
+    report = data_loading.main(["--quick", "--step-results", str(results), "--output", str(tmp_path / "d.json")])
+    (row,) = report["rows"]
+    assert row["step_samples_per_s"] == 1e5 and row["step_source"] == str(results)
+    assert row["workers_needed"] == math.ceil(1e5 / report["collator"]["images_per_s"]) > 1
+    assert report["goal"]["met"] is False
+    with pytest.raises(FileNotFoundError, match=r"missing\.json"):
+        data_loading.steps_from_file(tmp_path / "missing.json", ["tiny"])
+    with pytest.raises(ValueError, match="base"):
+        data_loading.steps_from_file(results, ["tiny", "base"])
+
+
+# -- memory ----------------------------------------------------------------------------------------------------
+def test_memory_quick_measures_each_configuration_in_a_fresh_process(tmp_path):
+    output = tmp_path / "memory.json"
+    report = memory.main(["--quick", "--dtypes", "fp32", "bf16", "--threads", "1", "--output", str(output)])
+    assert _read(output)["rows"] == report["rows"]
+    assert report["preset"] == "tiny" and report["batch"] == 2
+    configurations = [(row["dtype"], row["checkpointing"]) for row in report["rows"]]
+    assert configurations == [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]
+    pids = {row["pid"] for row in report["rows"]}
+    assert len(pids) == 4 and os.getpid() not in pids
+    for row in report["rows"]:
+        assert row["peak_mb"] >= row["baseline_mb"] > 100  # torch alone is > 100 MB resident
+        assert row["step_mb"] == pytest.approx(row["peak_mb"] - row["baseline_mb"]) and row["step_mb"] > 0
+    assert set(report["checkpointing_saves"]) == {"fp32", "bf16"}
+    assert report["goal"]["met"] == (report["checkpointing_saves"]["fp32"]["step_memory"] >= 0.4)
+
+
+def test_optimizer_state_is_materialised_without_changing_weights():
+    model = PlaceModel(PlaceConfig(**micro_config()))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+    before = [p.detach().clone() for p in model.parameters()]
+    memory.materialise_optimizer_state(model, optimizer)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert all("exp_avg_sq" in optimizer.state[p] for p in model.parameters())
+    assert all(p.grad is None for p in model.parameters()) and optimizer.param_groups[0]["lr"] == 1e-3
+
+
+# -- inference -------------------------------------------------------------------------------------------------
+def test_inference_quick(tmp_path):
+    output = tmp_path / "inference.json"
+    report = inference.main(["--quick", "--output", str(output)])
+    assert _read(output)["goals"] == report["goals"]
+    (embedding,) = report["embedding"]
+    assert embedding["images_per_s"] > 0 and embedding["embedding_dim"] == report["retrieval"]["dim"] == 128
+    rows = report["retrieval"]["rows"]
+    exact = [row for row in rows if row["method"] == "exact"]
+    assert [row["gallery_size"] for row in exact] == [10**3, 10**4]
+    for row in exact:
+        assert row["planted_top1_accuracy"] == 1.0 and row["batched_ms_per_query"] > 0 and row["single_query_ms"] > 0
+    approximate = [row for row in rows if row["method"] == "faiss"]
+    if report["faiss"]["available"]:
+        assert approximate and all(0.0 <= row["recall_at_10"] <= 1.0 for row in approximate)
+    else:  # a plain `pip install -e ".[test]"` has no faiss: the report says why instead of failing
+        assert not approximate and "faiss-cpu" in report["faiss"]["reason"]
+        assert report["goals"]["faiss_met"] is None
+
+
+def test_faiss_unavailable_is_reported(monkeypatch):
+    real_import = importlib.import_module
+
+    def no_faiss(name, *args):
+        if name == "faiss":
+            raise ImportError("No module named 'faiss'")
+        return real_import(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", no_faiss)
+    module, reason = inference.load_faiss()
+    assert module is None and "pip install faiss-cpu" in reason
+
+
+def test_exact_search_finds_planted_neighbours_in_chunks(monkeypatch):
+    gallery = inference.random_gallery(500, 16, seed=0, clusters=None)
+    assert torch.allclose(gallery.norm(dim=1), torch.ones(500))
+    queries, targets = inference.planted_queries(gallery, 40, seed=0)
+    monkeypatch.setattr(inference, "SCORE_BLOCK", 500 * 7)  # 7 queries per chunk: 6 chunks
+    scores, indices = inference.exact_search(queries, gallery, k=5)
+    assert torch.equal(indices[:, 0], targets)
+    reference = torch.topk(queries @ gallery.T, 5, dim=1)
+    assert torch.equal(indices, reference.indices) and torch.allclose(scores, reference.values)
+
+
+def test_recall_at_k_counts_shared_neighbours():
+    found = torch.tensor([[1, 2, 3], [7, 8, 9]])
+    exact = torch.tensor([[3, 2, 4], [7, 8, 9]])
+    assert inference.recall_at_k(found, exact) == pytest.approx((2 / 3 + 1) / 2)
+
+
+# -- gpu (dry mode on CPU) -------------------------------------------------------------------------------------
+def test_gpu_script_dry_mode(tmp_path):
+    output = tmp_path / "gpu.json"
+    report = gpu.main(["--device", "cpu", "--output", str(output)])
+    assert _read(output)["status"] == report["status"] == "complete"
+    assert report["preset"] == "tiny" and set(report["matmul_peak_flops"]) == {"fp32", "bf16"}
+    assert report["attention"]["text"] == "sdpa" and report["attention"]["vision_fused_sdpa"] is True
+    search = report["batch_search"]
+    assert search["largest_batch"] == 2 and search["stopped_by"] == "max_batch"
+    assert [trial["batch"] for trial in search["trials"]] == [1, 2]
+    rows = {row["name"]: row for row in report["rows"]}
+    assert list(rows) == [variant["name"] for variant in gpu.VARIANTS]
+    assert rows["bf16_compiled_sdpa"]["status"].startswith("skipped: compile off")
+    for name in ("bf16_eager_sdpa", "bf16_eager_math_attention", "fp32_eager_sdpa"):
+        row = rows[name]
+        assert row["status"] == "ok" and row["batch"] == 2 and row["samples_per_s"] > 0
+        assert row["mfu_bf16_peak"] > 0 and row["gflop_per_step"] > 0
+
+
+class _RunnerThatFitsTwo(gpu.StepRunner):
+    """A step runner whose steps run out of memory above batch 2 (no model)."""
+
+    def __init__(self) -> None:
+        self.device = torch.device("cpu")
+        self.optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+
+    def step(self, batch_size, dtype="bf16", compiled=False, attention="sdpa"):
+        def run() -> None:
+            if batch_size > 2:
+                raise torch.cuda.OutOfMemoryError(f"CUDA out of memory at batch {batch_size}.\nmore")
+
+        return run
+
+    def flops_per_step(self, batch_size: int) -> int:
+        return 10**9 * batch_size
+
+
+def test_largest_batch_search_and_variants_back_off_on_out_of_memory():
+    runner = _RunnerThatFitsTwo()
+    args = argparse.Namespace(start_batch=1, max_batch=64, steps=2, warmup=0)
+    search = gpu.largest_batch(runner, args, deadline=float("inf"))
+    assert search["largest_batch"] == 2 and search["stopped_by"] == "out of memory"
+    assert [trial["fits"] for trial in search["trials"]] == [True, True, False]
+    assert search["trials"][-1]["error"] == "CUDA out of memory at batch 4."
+    row = gpu.measure_variant(runner, gpu.VARIANTS[0], 8, args, {"bf16": 1e12}, deadline=float("inf"))
+    assert row["status"] == "ok" and row["batch"] == 2 and row["oom_batches"] == [8, 4]
+    assert len(row["times_s"]) == 2 and row["mfu_bf16_peak"] > 0
