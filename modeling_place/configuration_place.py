@@ -76,6 +76,9 @@ class PlaceConfig(PreTrainedConfig):
         ce_dim (`int`, defaults to 64): d_c, the width of the correlation embedding.
         fusion_num_heads (`int`): heads of the patch-to-report fusion block.
         lambda_ita, lambda_pcma, lambda_ce (`float`): loss weights; 0 switches an objective off.
+        vpoe_query_init_std (`float`, defaults to 0.02): std of the VPOE queries at initialisation. At 0.02 the
+            first cross-attention output swamps them and the V-PORs start nearly identical (cosine 0.96 on the
+            tiny preset); 1.0 (DETR's scale) starts them distinct (0.04). See docs/EVALUATION.md.
     """
 
     model_type = "place"
@@ -105,6 +108,7 @@ class PlaceConfig(PreTrainedConfig):
     lambda_pcma: float = 1.0
     lambda_ce: float = 1.0
     initializer_range: float = 0.02
+    vpoe_query_init_std: float = 0.02
 
     def __post_init__(self, **kwargs: Any) -> None:
         # A partial dict sub-config keeps the defaults it does not override.
@@ -165,7 +169,8 @@ class PlaceConfig(PreTrainedConfig):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"PlaceConfig.{name} must be a positive integer, got {value!r}.")
-        for name in ("tau_match", "tau_pcma", "logit_scale_init", "logit_scale_max", "initializer_range"):
+        for name in ("tau_match", "tau_pcma", "logit_scale_init", "logit_scale_max", "initializer_range",
+                     "vpoe_query_init_std"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"PlaceConfig.{name} must be a finite positive number, got {value!r}.")

@@ -214,7 +214,7 @@ class PlacePreTrainedModel(PreTrainedModel):
         super()._init_weights(module)
         std = self.config.initializer_range
         if isinstance(module, PlaceObservationExtractor):
-            nn.init.normal_(module.queries, std=std)
+            nn.init.normal_(module.queries, std=self.config.vpoe_query_init_std)
         elif isinstance(module, PlaceModel):
             nn.init.constant_(module.logit_scale, math.log(self.config.logit_scale_init))
             if module.mask_token is not None:

@@ -62,6 +62,7 @@ def test_observation_scores_and_grounding(micro_model):
         ({"logit_scale_init": 200.0}, "logit_scale_init"),
         ({"pcma_matching": "fuzzy"}, "pcma_matching"),
         ({"text_pooling": "max"}, "text_pooling"),
+        ({"vpoe_query_init_std": 0.0}, "vpoe_query_init_std"),
         ({"vision_config": {"architecture": "resnet50"}}, "architecture"),
     ],
 )
@@ -84,6 +85,19 @@ def test_mean_text_pooling_ignores_padding():
         cls = cls_model.get_text_features(ids, torch.ones_like(ids)).pooler_output
     torch.testing.assert_close(short, long, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(short, cls, atol=1e-3)  # the option changes what is pooled
+
+
+def test_unit_scale_queries_start_with_distinct_observations():
+    pixels = random_batch(PlaceConfig(**micro_config()), 4)["pixel_values"]
+    cosines = {}
+    for std in (0.02, 1.0):
+        torch.manual_seed(0)
+        model = PlaceModel(PlaceConfig(**micro_config(num_queries=8, vpoe_query_init_std=std))).eval()
+        with torch.no_grad():
+            observations = model.get_observation_features(pixels).observation_embeds
+        cosine = observations @ observations.transpose(1, 2)
+        cosines[std] = cosine[:, ~torch.eye(8, dtype=torch.bool)].mean().item()
+    assert cosines[1.0] < 0.5 < cosines[0.02]
 
 
 def test_vpoe_heads_must_divide_vision_width():
