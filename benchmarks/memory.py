@@ -38,8 +38,8 @@ from benchmarks.common import (
     timed,
     write_report,
 )
-from benchmarks.train_step import make_step, synthetic_batch
-from modeling_place import PlaceConfig, PlaceModel
+from benchmarks.train_step import build_model, make_step, synthetic_batch
+from modeling_place import PlaceModel
 from training.trainer import resolve_mixed_precision
 
 RESULTS = results_path("memory")
@@ -68,12 +68,9 @@ def materialise_optimizer_state(model: PlaceModel, optimizer: torch.optim.Optimi
 
 def build_training_state(preset: str, batch_size: int, length: int, checkpointing: bool, dtype: str,
                          device: torch.device) -> tuple[PlaceModel, Any]:
-    """Model (trainer defaults: dense CE, every weight 1), batch, AdamW with state, and the step closure."""
-    torch.manual_seed(0)
-    model = PlaceModel(PlaceConfig.from_preset(preset)).to(device).train()
-    if checkpointing:
-        model.activation_checkpointing_enable()
-    batch = {k: v.to(device) for k, v in synthetic_batch(model.config, batch_size, length).items()}
+    """Model, batch, AdamW with state, and the step closure (trainer defaults: dense CE, every weight 1)."""
+    model = build_model(preset, device, checkpointing)
+    batch = synthetic_batch(model.config, batch_size, length, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     materialise_optimizer_state(model, optimizer)
     return model, make_step(model, {}, batch, optimizer, autocast_dtype(dtype))

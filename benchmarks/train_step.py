@@ -111,7 +111,7 @@ def build_variants(preset: str, device: torch.device, batch_size: int, length: i
     only changes the loss weights and CE mode, so ratios compare the objectives and nothing else, in 1/5 of the
     memory. Each entry is {"step": callable, "times": []}."""
     model = build_model(preset, device, gradient_checkpointing)
-    batch = {k: v.to(device) for k, v in synthetic_batch(model.config, batch_size, length).items()}
+    batch = synthetic_batch(model.config, batch_size, length, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     return {name: {"step": make_step(model, VARIANTS[name], batch, optimizer, autocast_dtype(dtype)), "times": []}
             for name in names}

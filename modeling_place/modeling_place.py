@@ -311,13 +311,14 @@ class PlaceModel(PlacePreTrainedModel):
 
     def _text_embeds(self, states: Tensor, attention_mask: Tensor | None) -> Tensor:
         if self.config.text_pooling == "cls":
-            return F.normalize(self.text_projection(states[:, 0]), dim=-1)
-        # Mean over real tokens: a from-scratch text tower's CLS starts nearly identical for every report,
-        # which stalls contrastive learning at log(B) for hundreds of steps; the token mean does not.
-        if attention_mask is None:
-            return F.normalize(self.text_projection(states.mean(dim=1)), dim=-1)
-        weights = attention_mask.to(states.dtype).unsqueeze(-1)
-        pooled = (states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+            pooled = states[:, 0]
+        elif attention_mask is None:
+            pooled = states.mean(dim=1)
+        else:
+            # Mean over real tokens: a from-scratch text tower's CLS starts nearly identical for every report,
+            # which stalls contrastive learning at log(B) for hundreds of steps; the token mean does not.
+            weights = attention_mask.to(states.dtype).unsqueeze(-1)
+            pooled = (states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
         return F.normalize(self.text_projection(pooled), dim=-1)
 
     def get_patch_features(self, pixel_values: Tensor) -> BaseModelOutputWithPooling:

@@ -52,3 +52,13 @@ def random_batch(config: PlaceConfig, batch: int, seed: int = 0, length: int = 1
         "sentence_ids": sentence_ids,
         "sentence_hashes": sentence_hashes * present,
     }
+
+
+def synthetic_report_tokenizer(reports: int = 40, vocab_size: int = 300, model_max_length: int = 48) -> Any:
+    """A WordPiece tokenizer trained on the first `reports` synthetic reports (seconds, no download)."""
+    from processing.synthetic_cxr import generate_case
+    from processing.tokenization_place import train_wordpiece_tokenizer
+
+    corpus = [generate_case(seed)["report"] for seed in range(reports)]
+    return train_wordpiece_tokenizer(corpus, vocab_size=vocab_size, model_max_length=model_max_length)
+

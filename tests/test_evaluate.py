@@ -19,7 +19,7 @@ from evaluation.tasks import (
     zero_shot_scores,
 )
 from modeling_place import PlaceConfig, PlaceModel
-from tests.helpers import micro_config
+from tests.helpers import micro_config, random_batch, synthetic_report_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 REPORTS = [
@@ -32,13 +32,10 @@ REPORTS = [
 @pytest.fixture(scope="module")
 def micro_folder(tmp_path_factory) -> Path:
     """A saved micro PLACE model with a processor whose tokenizer is trained on synthetic reports."""
-    from processing.synthetic_cxr import generate_case
-    from processing.tokenization_place import train_wordpiece_tokenizer
     from training.data import build_processor
 
     folder = tmp_path_factory.mktemp("micro-place")
-    tokenizer = train_wordpiece_tokenizer([generate_case(seed)["report"] for seed in range(40)], vocab_size=300,
-                                          model_max_length=48)
+    tokenizer = synthetic_report_tokenizer()
     config = PlaceConfig(**micro_config())
     config.text_config.vocab_size = len(tokenizer)
     torch.manual_seed(0)
@@ -54,14 +51,13 @@ def model_and_processor(micro_folder):
     return PlaceModel.from_pretrained(micro_folder).eval(), AutoProcessor.from_pretrained(micro_folder)
 
 
-def _pixels(count: int) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(1)
-    return torch.nn.functional.interpolate(torch.rand(count, 3, 4, 4, generator=generator), size=32, mode="bilinear")
+def _pixels(model: PlaceModel, count: int) -> torch.Tensor:
+    return random_batch(model.config, count, seed=1)["pixel_values"]
 
 
 def test_similarity_with_observations_matches_a_loop_over_reports(model_and_processor):
     model, processor = model_and_processor
-    pixels = _pixels(2)
+    pixels = _pixels(model, 2)
     mixed = image_text_similarity(model, processor, pixels, REPORTS, observation_weight=0.25)
     glob = image_text_similarity(model, processor, pixels, REPORTS)
     with torch.no_grad():
@@ -76,7 +72,7 @@ def test_similarity_with_observations_matches_a_loop_over_reports(model_and_proc
 
 def test_zero_shot_scores_are_positive_minus_negative(model_and_processor):
     model, processor = model_and_processor
-    pixels = _pixels(3)
+    pixels = _pixels(model, 3)
     scores = zero_shot_scores(model, processor, pixels, {"Effusion": ["Left pleural effusion."]},
                               {"Effusion": ["No pleural effusion."]}, observation_weight=0.5)
     assert {k: v.shape for k, v in scores.items()} == {k: (3, 1) for k in ("global", "observation", "combined")}

@@ -13,7 +13,7 @@ from datasets import Dataset, Image
 from PIL import Image as PILImage
 from transformers import AutoModel
 
-from tests.helpers import micro_config
+from tests.helpers import micro_config, synthetic_report_tokenizer
 from training import (
     NonFiniteLossError,
     PairSplits,
@@ -31,12 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory) -> str:
     """One tokenizer for runs that are compared (WordPiece training breaks count ties arbitrarily)."""
-    from processing.synthetic_cxr import generate_case
-    from processing.tokenization_place import train_wordpiece_tokenizer
-
     folder = tmp_path_factory.mktemp("tokenizer")
-    corpus = [generate_case(seed)["report"] for seed in range(40)]
-    train_wordpiece_tokenizer(corpus, vocab_size=300, model_max_length=48).save_pretrained(folder)
+    synthetic_report_tokenizer().save_pretrained(folder)
     return str(folder)
 
 
