@@ -18,10 +18,11 @@ EXTRAS = {
     "eval": ["scikit-learn", "pycocotools", "rouge-score", "sacrebleu", "evaluate"],
     "trackers": ["tensorboard"],
     "faiss": ["faiss-cpu"],
+    "docs": ["matplotlib"],  # examples/ablation_report.py's plots
 }
 # pycocoevalcap (coco-caption) is the reference the metrics tests compare BLEU / ROUGE-L / CIDEr against.
 TEST_TOOLS = ["pytest", "pytest-timeout", "hypothesis", "pycocoevalcap"]
-EXTRAS["test"] = sorted(set(EXTRAS["train"] + EXTRAS["dicom"] + EXTRAS["eval"] + TEST_TOOLS))
+EXTRAS["test"] = sorted(set(EXTRAS["train"] + EXTRAS["dicom"] + EXTRAS["eval"] + EXTRAS["docs"] + TEST_TOOLS))
 EXTRAS["dev"] = sorted(set(EXTRAS["test"] + EXTRAS["trackers"] + ["ruff"]))
 
 setup(

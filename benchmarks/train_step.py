@@ -37,14 +37,9 @@ from benchmarks.common import (
     write_report,
 )
 from modeling_place import PlaceConfig, PlaceModel
+from training.config import OBJECTIVE_VARIANTS
 
-VARIANTS = {
-    "ita_only": {"lambda_pcma": 0.0, "lambda_ce": 0.0},
-    "ita_pcma": {"lambda_ce": 0.0},
-    "ita_ce": {"lambda_pcma": 0.0},
-    "place_dense": {"ce_mode": "dense"},
-    "place_masked": {"ce_mode": "masked"},
-}
+VARIANTS = OBJECTIVE_VARIANTS
 FULL_PLACE = "place_dense"  # the trainer's default objective (PlaceConfig defaults: every weight 1, dense CE)
 DEFAULTS = {"lambda_ita": 1.0, "lambda_pcma": 1.0, "lambda_ce": 1.0, "ce_mode": "dense"}
 RESULTS = results_path("train_step")

@@ -1,6 +1,6 @@
 """Pretrain PLACE.
 
-    accelerate launch examples/pretrain.py                                  # tiny preset, synthetic data, ~20 min on 2 CPUs
+    accelerate launch examples/pretrain.py                                  # tiny preset, synthetic data, ~15 min on 2 CPUs
     accelerate launch examples/pretrain.py examples/configs/base_mimic.yaml # ViT-B/16 + BERT-base on MIMIC-CXR
     accelerate launch examples/pretrain.py --model='{"lambda_pcma": 0, "lambda_ce": 0}' --output_dir=ita-only
 

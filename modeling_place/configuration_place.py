@@ -68,7 +68,14 @@ class PlaceConfig(PreTrainedConfig):
         logit_scale_init (`float`, defaults to 1/0.07): initial ITA logit scale; clamped to `logit_scale_max`.
         tau_match (`float`, defaults to 0.1): temperature of the sentence-to-observation soft matching.
         tau_pcma (`float`, defaults to 0.1): temperature of the PCMA InfoNCE.
-        pcma_matching (`"soft"` or `"hard"`): soft attention over observations, or the best observation only.
+        pcma_matching (`"hard"` or `"soft"`): the best-matching observation only (the default: it kept the
+            V-PORs distinct longer in our probes; docs/RESULTS.md), or METHOD.md's softmax over observations
+            at `tau_match`. Grounding maps follow the same matching.
+        vpoe_attention (`"softmax"` or `"competitive"`): the VPOE's cross-attention, a softmax over patches per
+            query, or Slot Attention's softmax over queries per patch (queries compete for patches, so they
+            cannot all settle on one).
+        pcma_diversity (`float`, defaults to 0): weight of a term added to L_PCMA, the mean squared cosine between
+            an image's different V-PORs (keeps the observations from collapsing into one global vector).
         text_pooling (`"cls"` or `"mean"`): the report's global token, CLS (METHOD.md; right for a pretrained
             text tower) or the mean over real tokens (trains far sooner from scratch; the `tiny` preset's choice).
         ce_mode (`"dense"` or `"masked"`): correlation exploration on the main forward's patches, or on a
@@ -76,7 +83,7 @@ class PlaceConfig(PreTrainedConfig):
         ce_dim (`int`, defaults to 64): d_c, the width of the correlation embedding.
         fusion_num_heads (`int`): heads of the patch-to-report fusion block.
         lambda_ita, lambda_pcma, lambda_ce (`float`): loss weights; 0 switches an objective off.
-        vpoe_query_init_std (`float`, defaults to 0.02): std of the VPOE queries at initialisation. At 0.02 the
+        vpoe_query_init_std (`float`, defaults to 1.0): std of the VPOE queries at initialisation. At 0.02 the
             first cross-attention output swamps them and the V-PORs start nearly identical (cosine 0.96 on the
             tiny preset); 1.0 (DETR's scale) starts them distinct (0.04). See docs/EVALUATION.md.
     """
@@ -98,7 +105,9 @@ class PlaceConfig(PreTrainedConfig):
     logit_scale_max: float = 100.0
     tau_match: float = 0.1
     tau_pcma: float = 0.1
-    pcma_matching: Literal["soft", "hard"] = "soft"
+    pcma_matching: Literal["soft", "hard"] = "hard"
+    vpoe_attention: Literal["softmax", "competitive"] = "softmax"
+    pcma_diversity: float = 0.0
     text_pooling: Literal["cls", "mean"] = "cls"
     ce_mode: Literal["dense", "masked"] = "dense"
     mask_ratio: float = 0.5
@@ -108,7 +117,7 @@ class PlaceConfig(PreTrainedConfig):
     lambda_pcma: float = 1.0
     lambda_ce: float = 1.0
     initializer_range: float = 0.02
-    vpoe_query_init_std: float = 0.02
+    vpoe_query_init_std: float = 1.0
 
     def __post_init__(self, **kwargs: Any) -> None:
         # A partial dict sub-config keeps the defaults it does not override.
@@ -188,8 +197,13 @@ class PlaceConfig(PreTrainedConfig):
             raise ValueError(f"PlaceConfig.text_pooling must be 'cls' or 'mean', got {self.text_pooling!r}.")
         if self.pcma_matching not in ("soft", "hard"):
             raise ValueError(f"PlaceConfig.pcma_matching must be 'soft' or 'hard', got {self.pcma_matching!r}.")
+        if self.vpoe_attention not in ("softmax", "competitive"):
+            raise ValueError(f"PlaceConfig.vpoe_attention must be 'softmax' or 'competitive', got {self.vpoe_attention!r}.")
         if not 0.0 < self.mask_ratio < 1.0:
             raise ValueError(f"PlaceConfig.mask_ratio must lie in (0, 1), got {self.mask_ratio!r}.")
+        if not (isinstance(self.pcma_diversity, (int, float)) and math.isfinite(self.pcma_diversity)
+                and self.pcma_diversity >= 0):
+            raise ValueError(f"PlaceConfig.pcma_diversity must be a finite number >= 0, got {self.pcma_diversity!r}.")
         for name, weight in self.loss_weights.items():
             if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
                 raise ValueError(f"PlaceConfig.lambda_{name} must be a finite number >= 0, got {weight!r}.")

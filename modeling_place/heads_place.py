@@ -41,8 +41,11 @@ HEAD_DEFAULTS: dict[str, Any] = {
     "classifier_dropout": 0.0,
     "segmentation_levels": 4,  # evenly spaced ViT blocks feeding the decoder
     "segmentation_decoder_dim": 64,
+    "segmentation_pixel_skip": True,  # UNETR-style convolutional skip from the image at the output resolution
     "segmentation_dice_weight": 1.0,
     "detection_hidden_dim": 128,
+    "detection_levels": 4,  # L evenly spaced blocks fused as in segmentation; 1: the final-norm patch tokens
+    "detection_pixel_skip": False,  # the same image skip at the patch grid (helps a random encoder more: docs/RESULTS.md)
     "detection_focal_alpha": 0.25,
     "detection_focal_gamma": 2.0,
     "detection_class_weight": 1.0,
@@ -133,6 +136,16 @@ class PlaceHeadPreTrainedModel(PlacePreTrainedModel):
         with self.encoder_context():
             return self.vit.forward_features(pixel_values.to(self.vit.patch_embed.proj.weight.dtype))
 
+    def multi_level_features(self, pixel_values: Tensor) -> list[Tensor]:
+        """Patch tokens `(B, N, D_v)` after each block of `self.level_indices` (no final norm)."""
+        unique = sorted(set(self.level_indices))
+        with self.encoder_context():
+            pixel_values = pixel_values.to(self.vit.patch_embed.proj.weight.dtype)
+            taken = self.vit.forward_intermediates(
+                pixel_values, indices=unique, output_fmt="NLC", intermediates_only=True, stop_early=True
+            )
+        return [taken[unique.index(index)] for index in self.level_indices]
+
     def split_tokens(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
         """`(CLS (B, D_v), patches (B, N, D_v))` of a token sequence."""
         return tokens[:, 0], tokens[:, self.vit.num_prefix_tokens :]
@@ -191,30 +204,76 @@ def _groups(channels: int) -> int:
     return next(g for g in (8, 4, 2, 1) if channels % g == 0)
 
 
-class PlaceSegmentationDecoder(nn.Module):
-    """Multi-level decoder (SETR-MLA fusion + PUP upsampling): L ViT levels → logits at 4× the patch grid.
+class PlaceConvNormAct(nn.Sequential):
+    """3×3 convolution (optionally strided), GroupNorm, GELU."""
 
-    Each level's patch tokens are normalised and projected to the decoder width, the levels are concatenated
-    and fused by a 3×3 convolution on the patch grid, then two ×2 upsampling blocks reach 1/4 of the input.
+    def __init__(self, in_dim: int, out_dim: int, stride: int = 1) -> None:
+        super().__init__(
+            nn.Conv2d(in_dim, out_dim, kernel_size=3, stride=stride, padding=1), nn.GroupNorm(_groups(out_dim), out_dim),
+            nn.GELU(),
+        )
+
+
+class PlacePixelSkip(nn.Module):
+    """UNETR-style skip: `halvings` stride-2 convolutions on the image give detail maps (2 → 1/4 resolution).
+
+    A ViT's tokens summarise 16×16 pixels; without this path a frozen *random* ViT wins dense tasks by relaying
+    raw pixel detail (docs/RESULTS.md). With it, both encoders get the same pixels and the comparison
+    measures what the encoder adds.
     """
 
-    def __init__(self, vision_dim: int, levels: int, dim: int, num_labels: int) -> None:
+    def __init__(self, dim: int, halvings: int = 2) -> None:
+        super().__init__()
+        layers = [PlaceConvNormAct(3 if index == 0 else dim, dim, stride=2) for index in range(halvings)]
+        self.stem = nn.Sequential(*layers)
+
+    def forward(self, pixel_values: Tensor, size: tuple[int, int]) -> Tensor:
+        detail = self.stem(pixel_values)
+        return detail if detail.shape[-2:] == size else F.interpolate(detail, size=size, mode="bilinear")
+
+
+class PlaceLevelFusion(nn.Module):
+    """SETR-MLA fusion: each of L ViT levels is normalised and projected to `dim`, the maps are concatenated and
+    fused by a 3×3 convolution on the patch grid → `(B, dim, grid, grid)`."""
+
+    def __init__(self, vision_dim: int, levels: int, dim: int) -> None:
         super().__init__()
         self.level_norms = nn.ModuleList(nn.LayerNorm(vision_dim) for _ in range(levels))
         self.level_projections = nn.ModuleList(nn.Linear(vision_dim, dim) for _ in range(levels))
-        self.fuse = nn.Conv2d(levels * dim, dim, kernel_size=3, padding=1)
-        self.fuse_norm = nn.GroupNorm(_groups(dim), dim)
-        self.upsample = nn.Sequential(PlaceUpsampleBlock(dim, dim), PlaceUpsampleBlock(dim, dim))
-        self.classifier = nn.Conv2d(dim, num_labels, kernel_size=1)
+        self.fuse = PlaceConvNormAct(levels * dim, dim)
 
     def forward(self, levels: list[Tensor], grid: int) -> Tensor:
-        """`levels`: L tensors `(B, N, D_v)` of patch tokens → logits `(B, num_labels, 4·grid, 4·grid)`."""
         maps = [
             proj(norm(tokens)).transpose(1, 2).unflatten(-1, (grid, grid))
             for tokens, norm, proj in zip(levels, self.level_norms, self.level_projections)
         ]
-        x = F.gelu(self.fuse_norm(self.fuse(torch.cat(maps, dim=1))))
-        return self.classifier(self.upsample(x))
+        return self.fuse(torch.cat(maps, dim=1))
+
+
+class PlaceSegmentationDecoder(nn.Module):
+    """Multi-level decoder (SETR-MLA fusion + PUP upsampling): L ViT levels → logits at 4× the patch grid.
+
+    The fused levels pass two ×2 upsampling blocks to 1/4 of the input. With `pixel_skip`, a convolutional
+    stem's 1/4-resolution image features join them before the classifier.
+    """
+
+    def __init__(self, vision_dim: int, levels: int, dim: int, num_labels: int, pixel_skip: bool = False) -> None:
+        super().__init__()
+        self.fusion = PlaceLevelFusion(vision_dim, levels, dim)
+        self.upsample = nn.Sequential(PlaceUpsampleBlock(dim, dim), PlaceUpsampleBlock(dim, dim))
+        self.pixel_skip = PlacePixelSkip(dim // 2) if pixel_skip else None
+        self.skip_fuse = PlaceConvNormAct(dim + dim // 2, dim) if pixel_skip else None
+        self.classifier = nn.Conv2d(dim, num_labels, kernel_size=1)
+
+    def forward(self, levels: list[Tensor], grid: int, pixel_values: Tensor | None = None) -> Tensor:
+        """`levels`: L tensors `(B, N, D_v)` of patch tokens → logits `(B, num_labels, 4·grid, 4·grid)`."""
+        x = self.upsample(self.fusion(levels, grid))
+        if self.pixel_skip is not None:
+            if pixel_values is None:
+                raise ValueError("This segmentation decoder has a pixel skip: pass pixel_values.")
+            detail = self.pixel_skip(pixel_values.to(x.dtype), x.shape[-2:])
+            x = self.skip_fuse(torch.cat([x, detail], dim=1))
+        return self.classifier(x)
 
 
 def dice_loss(probabilities: Tensor, targets: Tensor, valid: Tensor, eps: float = 1.0) -> Tensor:
@@ -240,25 +299,16 @@ class PlaceForSemanticSegmentation(PlaceHeadPreTrainedModel):
         super().__init__(config, **head_options)
         self.level_indices = evenly_spaced_blocks(len(self.vit.blocks), config.segmentation_levels)
         self.decoder = PlaceSegmentationDecoder(
-            self.vision_width, config.segmentation_levels, config.segmentation_decoder_dim, config.num_labels
+            self.vision_width, config.segmentation_levels, config.segmentation_decoder_dim, config.num_labels,
+            pixel_skip=config.segmentation_pixel_skip,
         )
         self.post_init()
-
-    def multi_level_features(self, pixel_values: Tensor) -> list[Tensor]:
-        """Patch tokens `(B, N, D_v)` after each block of `self.level_indices` (no final norm)."""
-        unique = sorted(set(self.level_indices))
-        with self.encoder_context():
-            pixel_values = pixel_values.to(self.vit.patch_embed.proj.weight.dtype)
-            taken = self.vit.forward_intermediates(
-                pixel_values, indices=unique, output_fmt="NLC", intermediates_only=True, stop_early=True
-            )
-        return [taken[unique.index(index)] for index in self.level_indices]
 
     def forward(
         self, pixel_values: Tensor, labels: Tensor | None = None, output_hidden_states: bool = False, **kwargs: Any
     ) -> SemanticSegmenterOutput:
         levels = self.multi_level_features(pixel_values)
-        logits = self.decoder(levels, self.grid_size)
+        logits = self.decoder(levels, self.grid_size, pixel_values)
         loss = None if labels is None else self.segmentation_loss(logits, labels)
         return SemanticSegmenterOutput(loss=loss, logits=logits, hidden_states=tuple(levels) if output_hidden_states else None)
 
@@ -343,23 +393,37 @@ class PlaceClassLogits(nn.Conv2d):
 class PlaceDetectionHead(nn.Module):
     """Two 3×3 convolutions on the patch grid, then per-patch class logits and FCOS `(l, t, r, b)` distances."""
 
-    def __init__(self, vision_dim: int, hidden_dim: int, num_labels: int) -> None:
+    def __init__(
+        self, vision_dim: int, hidden_dim: int, num_labels: int, levels: int = 1, pixel_halvings: int = 0
+    ) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(vision_dim)
-        self.trunk = nn.Sequential(
-            nn.Conv2d(vision_dim, hidden_dim, 3, padding=1), nn.GroupNorm(_groups(hidden_dim), hidden_dim), nn.GELU(),
-            nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1), nn.GroupNorm(_groups(hidden_dim), hidden_dim), nn.GELU(),
-        )
+        # one level: the final-norm tokens; several: the blocks' tokens fused as in segmentation
+        self.norm = nn.LayerNorm(vision_dim) if levels == 1 else None
+        self.fusion = PlaceLevelFusion(vision_dim, levels, hidden_dim) if levels > 1 else None
+        # optional image detail at the patch grid (pixel_halvings = log2(patch size)); see PlacePixelSkip
+        self.pixel_skip = PlacePixelSkip(hidden_dim // 2, pixel_halvings) if pixel_halvings else None
+        in_dim = (vision_dim if levels == 1 else hidden_dim) + (hidden_dim // 2 if pixel_halvings else 0)
+        self.trunk = nn.Sequential(PlaceConvNormAct(in_dim, hidden_dim), PlaceConvNormAct(hidden_dim, hidden_dim))
         self.class_logits = PlaceClassLogits(hidden_dim, num_labels, 1)
         self.box_distances = nn.Conv2d(hidden_dim, 4, 1)
 
-    def forward(self, patches: Tensor, grid: int) -> tuple[Tensor, Tensor]:
-        """Patches `(B, N, D_v)` → logits `(B, N, C)` and normalised `(cx, cy, w, h)` boxes `(B, N, 4)`."""
-        x = self.trunk(self.norm(patches).transpose(1, 2).unflatten(-1, (grid, grid)))
+    def forward(
+        self, levels: list[Tensor], grid: int, pixel_values: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Patch tokens `(B, N, D_v)` of each level → logits `(B, N, C)` and normalised `(cx, cy, w, h)` boxes."""
+        if self.fusion is not None:
+            x = self.fusion(levels, grid)
+        else:
+            x = self.norm(levels[0]).transpose(1, 2).unflatten(-1, (grid, grid))
+        if self.pixel_skip is not None:
+            if pixel_values is None:
+                raise ValueError("This detection head has a pixel skip: pass pixel_values.")
+            x = torch.cat([x, self.pixel_skip(pixel_values.to(x.dtype), (grid, grid))], dim=1)
+        x = self.trunk(x)
         logits = self.class_logits(x).flatten(2).transpose(1, 2)
         # distances in units of the patch size; softplus keeps them positive and smooth near zero
         ltrb = F.softplus(self.box_distances(x).flatten(2).transpose(1, 2).float()) / grid
-        centres = patch_centres(grid, patches.device)
+        centres = patch_centres(grid, x.device)
         xyxy = torch.cat([centres - ltrb[..., :2], centres + ltrb[..., 2:]], dim=-1)
         return logits, box_xyxy_to_cxcywh(xyxy)
 
@@ -376,7 +440,11 @@ class PlaceForObjectDetection(PlaceHeadPreTrainedModel):
 
     def __init__(self, config: PlaceConfig, **head_options: Any) -> None:
         super().__init__(config, **head_options)
-        self.detection_head = PlaceDetectionHead(self.vision_width, config.detection_hidden_dim, config.num_labels)
+        halvings = round(math.log2(config.patch_size)) if config.detection_pixel_skip else 0
+        self.level_indices = evenly_spaced_blocks(len(self.vit.blocks), config.detection_levels)
+        self.detection_head = PlaceDetectionHead(
+            self.vision_width, config.detection_hidden_dim, config.num_labels, config.detection_levels, halvings
+        )
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -388,8 +456,12 @@ class PlaceForObjectDetection(PlaceHeadPreTrainedModel):
     def forward(
         self, pixel_values: Tensor, labels: list[dict[str, Tensor]] | None = None, **kwargs: Any
     ) -> PlaceObjectDetectionOutput:
-        patches = self.split_tokens(self.encode(pixel_values))[1]
-        logits, boxes = self.detection_head(patches, self.grid_size)
+        if self.config.detection_levels == 1:
+            levels = [self.split_tokens(self.encode(pixel_values))[1]]
+        else:
+            levels = self.multi_level_features(pixel_values)
+        patches = levels[-1]
+        logits, boxes = self.detection_head(levels, self.grid_size, pixel_values)
         output = PlaceObjectDetectionOutput(logits=logits, pred_boxes=boxes, last_hidden_state=patches)
         if labels is not None:
             output.loss, output.loss_dict = self.detection_loss(logits, boxes, labels)

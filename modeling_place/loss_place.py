@@ -189,6 +189,18 @@ def _image_to_sentence(
     return _scaled_mean(per_image, has_positive, images_with_sentences, world_size)
 
 
+def observation_diversity(observation_embeds: Tensor) -> Tensor:
+    """Mean squared cosine between the different V-PORs of each image, `(B, M, d)` normalised → scalar.
+
+    Zero when an image's observations are orthogonal; one when they have collapsed into a single vector.
+    """
+    v = observation_embeds.float()
+    cosines = v @ v.transpose(1, 2)
+    m = cosines.shape[-1]
+    off_diagonal = ~torch.eye(m, dtype=torch.bool, device=cosines.device)
+    return cosines.pow(2)[:, off_diagonal].mean()
+
+
 def correlation_target(pixel_values: Tensor, patch_size: int, eps: float = 1e-6) -> Tensor:
     """Pearson correlation between the pixel vectors of every pair of patches, `(B, N, N)`, detached.
 
@@ -217,6 +229,7 @@ __all__ = [
     "distributed_context",
     "gather_with_grad",
     "ita_loss",
+    "observation_diversity",
     "observation_similarity",
     "pcma_loss",
     "sentence_positive_mask",

@@ -26,6 +26,7 @@ from .loss_place import (
     distributed_context,
     gather_with_grad,
     ita_loss,
+    observation_diversity,
     observation_similarity,
     pcma_loss,
 )
@@ -83,11 +84,12 @@ class PlaceSentenceOutput(ModelOutput):
 class PlaceAttention(nn.Module):
     """Multi-head attention on SDPA; returns head-averaged weights only when asked (VPOE grounding)."""
 
-    def __init__(self, dim: int, num_heads: int, kv_dim: int | None = None) -> None:
+    def __init__(self, dim: int, num_heads: int, kv_dim: int | None = None, competitive: bool = False) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"attention width {dim} is not divisible by num_heads={num_heads}")
         self.num_heads = num_heads
+        self.competitive = competitive
         self.q_proj = nn.Linear(dim, dim)
         self.kv_proj = nn.Linear(kv_dim or dim, 2 * dim)
         self.out_proj = nn.Linear(dim, dim)
@@ -103,17 +105,28 @@ class PlaceAttention(nn.Module):
         q = self._split_heads(self.q_proj(query))
         k, v = (self._split_heads(t) for t in self.kv_proj(key_value).chunk(2, dim=-1))
         mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :].bool()
-        if need_weights:
-            scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
-            if mask is not None:
-                scores = scores.masked_fill(~mask, float("-inf"))
-            weights = scores.float().softmax(dim=-1).to(q.dtype)
+        if need_weights or self.competitive:
+            weights = self._weights(q, k, mask)
             out = weights @ v
         else:
             weights = None
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         out = out.transpose(1, 2).flatten(2)
-        return self.out_proj(out), None if weights is None else weights.mean(dim=1)
+        return self.out_proj(out), None if weights is None or not need_weights else weights.mean(dim=1)
+
+    def _weights(self, q: Tensor, k: Tensor, mask: Tensor | None) -> Tensor:
+        """`(B, H, Lq, Lk)` attention weights. Competitive (Slot Attention): softmax over the *queries*, so the
+        queries share out every key and cannot all take the same one, then each query's weights are
+        renormalised over the keys into a weighted mean."""
+        scores = ((q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])).float()
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        if not self.competitive:
+            return scores.softmax(dim=-1).to(q.dtype)
+        shares = scores.softmax(dim=-2)
+        if mask is not None:
+            shares = shares.masked_fill(~mask, 0.0)
+        return (shares / (shares.sum(dim=-1, keepdim=True) + 1e-8)).to(q.dtype)
 
 
 class PlaceMLP(nn.Module):
@@ -131,12 +144,12 @@ class PlaceMLP(nn.Module):
 class PlaceVPOELayer(nn.Module):
     """Pre-norm decoder layer: query self-attention → cross-attention to patches → MLP."""
 
-    def __init__(self, dim: int, num_heads: int) -> None:
+    def __init__(self, dim: int, num_heads: int, competitive: bool = False) -> None:
         super().__init__()
         self.self_norm = nn.LayerNorm(dim)
         self.self_attn = PlaceAttention(dim, num_heads)
         self.cross_norm = nn.LayerNorm(dim)
-        self.cross_attn = PlaceAttention(dim, num_heads)
+        self.cross_attn = PlaceAttention(dim, num_heads, competitive=competitive)
         self.mlp_norm = nn.LayerNorm(dim)
         self.mlp = PlaceMLP(dim, 4 * dim, dim)
 
@@ -155,7 +168,10 @@ class PlaceObservationExtractor(nn.Module):
         super().__init__()
         self.queries = nn.Parameter(torch.zeros(config.num_queries, vision_dim))
         self.patch_norm = nn.LayerNorm(vision_dim)
-        self.layers = nn.ModuleList(PlaceVPOELayer(vision_dim, config.vpoe_num_heads) for _ in range(config.vpoe_layers))
+        competitive = config.vpoe_attention == "competitive"
+        self.layers = nn.ModuleList(
+            PlaceVPOELayer(vision_dim, config.vpoe_num_heads, competitive) for _ in range(config.vpoe_layers)
+        )
         self.final_norm = nn.LayerNorm(vision_dim)
         self.projection = PlaceMLP(vision_dim, vision_dim, config.projection_dim)
 
@@ -357,10 +373,16 @@ class PlaceModel(PlacePreTrainedModel):
         return scores.reshape(*sentence_embeds.shape[:-1], observation_embeds.shape[0])
 
     def ground(self, pixel_values: Tensor, sentence_embeds: Tensor) -> Tensor:
-        """Heat maps Σ_m a_m(t)·A_m of sentences `(B, K, d)` over their paired images, `(B, K, H, W)` in [0, 1]."""
+        """Heat maps Σ_m a_m(t)·A_m of sentences `(B, K, d)` over their paired images, `(B, K, H, W)` in [0, 1].
+
+        a_m(t) is the matching PCMA trained with: a softmax at `tau_match`, or one-hot on the best observation.
+        """
         observed = self.get_observation_features(pixel_values)
         sims = torch.einsum("bkd,bmd->bkm", sentence_embeds.float(), observed.observation_embeds.float())
-        weights = torch.softmax(sims / self.config.tau_match, dim=-1)
+        if self.config.pcma_matching == "hard":
+            weights = F.one_hot(sims.argmax(dim=-1), sims.shape[-1]).float()
+        else:
+            weights = torch.softmax(sims / self.config.tau_match, dim=-1)
         maps = weights @ observed.observation_attentions.float()  # (B, K, N)
         grid = self.config.image_size // self.config.patch_size
         maps = maps.view(*maps.shape[:2], grid, grid)
@@ -439,7 +461,8 @@ class PlaceModel(PlacePreTrainedModel):
 
     def _pcma(self, output: PlaceOutput, sentence_hashes: Tensor | None, offset: int, world: int) -> Tensor:
         hashes = None if sentence_hashes is None else sentence_hashes.to(output.sentence_mask.device).long()
-        return pcma_loss(
+        diversity = observation_diversity(output.observation_embeds) if self.config.pcma_diversity > 0 else 0.0
+        return self.config.pcma_diversity * diversity + pcma_loss(
             output.sentence_embeds, output.sentence_mask, hashes, output.observation_embeds,
             gather_with_grad(output.sentence_embeds), gather_with_grad(output.sentence_mask),
             None if hashes is None else gather_with_grad(hashes), gather_with_grad(output.observation_embeds),

@@ -126,3 +126,22 @@ def test_evaluate_script_quick_writes_every_task_and_random_init_baseline(micro_
     pretrained, random = load_file(micro_folder / "model.safetensors"), load_file(random_dir / "model.safetensors")
     assert pretrained.keys() == random.keys()
     assert any(not torch.equal(pretrained[key], random[key]) for key in pretrained if key.endswith("weight"))
+
+
+def test_observation_diagnostics_reports_collapse_and_grounding(micro_folder, tmp_path):
+    from safetensors.torch import save_file
+
+    checkpoint = tmp_path / "checkpoint_0"
+    checkpoint.mkdir()
+    model = PlaceModel.from_pretrained(micro_folder)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, checkpoint / "model.safetensors")
+    command = [sys.executable, str(REPO / "examples" / "observation_diagnostics.py"), "--model", str(micro_folder),
+               "--checkpoints", str(checkpoint), "--pairs", "6", "--images", "4", "--image_size", "64",
+               "--data_cache", str(tmp_path / "data")]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [row["weights"] for row in rows] == [str(micro_folder), str(checkpoint)]
+    assert rows[0] == {**rows[1], "weights": rows[0]["weights"]}  # the same weights give the same numbers
+    assert -1.0 <= rows[0]["vpor_cosine"] <= 1.0 and 1 <= rows[0]["distinct_peaks"] <= 4
+    assert 0.0 <= rows[0]["pointing_game"] <= 1.0 and 0.0 <= rows[0]["miou"] <= 1.0

@@ -124,6 +124,23 @@ def test_segmentation_logits_shape_and_both_losses(pretrained_dir):
         head(_pixels(), labels=labels[:, None])
 
 
+
+def test_segmentation_pixel_skip_sees_pixel_detail_and_can_be_switched_off(pretrained_dir):
+    with_skip = PlaceForSemanticSegmentation.from_pretrained(pretrained_dir, num_labels=1)
+    without = PlaceForSemanticSegmentation.from_pretrained(pretrained_dir, num_labels=1, segmentation_pixel_skip=False)
+    assert with_skip.config.segmentation_pixel_skip and without.decoder.pixel_skip is None
+    pixels = _pixels()
+    detail = pixels.clone()
+    detail[:, :, 0, 0] += 1.0  # one pixel, seen by the stem at full resolution with the ViT levels held fixed
+    with torch.no_grad():
+        levels = with_skip.multi_level_features(pixels)
+        change = (with_skip.decoder(levels, 4, detail) - with_skip.decoder(levels, 4, pixels)).abs()
+    # local (only GroupNorm statistics reach far away)
+    assert change[:, :, :2, :2].amax() > 10 * change[:, :, 8:, 8:].amax() and change.amax() > 1e-3
+    assert sum(p.numel() for p in with_skip.decoder.pixel_skip.parameters() if p.requires_grad) > 0
+    with pytest.raises(ValueError, match="pixel_values"):
+        with_skip.decoder([torch.zeros(1, 16, 48)] * len(with_skip.level_indices), 4)
+
 # ------------------------------------------------------------------------------------------------ detection
 def test_patch_assignment_picks_the_smallest_containing_box():
     boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 0.5, 0.5], [0.80, 0.80, 0.82, 0.82]])
@@ -144,6 +161,15 @@ def test_detection_loss_is_zero_for_boxes_only_where_predictions_are_exact(pretr
     _, parts = head.detection_loss(out.logits, torch.stack([exact, exact]), labels)
     assert parts["loss_l1"] == 0 and parts["loss_giou"].abs() < 1e-6
 
+
+def test_detection_pixel_skip_option_reaches_the_patch_grid(pretrained_dir):
+    plain = PlaceForObjectDetection.from_pretrained(pretrained_dir, num_labels=2)
+    skip = PlaceForObjectDetection.from_pretrained(pretrained_dir, num_labels=2, detection_pixel_skip=True)
+    assert plain.detection_head.pixel_skip is None and len(skip.detection_head.pixel_skip.stem) == 3  # 8 px patches
+    out = skip(_pixels(), labels=[{"class_labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.5, 0.5]])}] * 2)
+    assert out.logits.shape == (2, 16, 2)
+    out.loss.backward()
+    assert skip.detection_head.pixel_skip.stem[0][0].weight.grad.abs().sum() > 0
 
 def test_detection_post_processing_maps_boxes_back_and_applies_nms():
     processor = PlaceImageProcessor(size={"height": 32, "width": 32}, crop_size={"height": 32, "width": 32})
@@ -236,7 +262,8 @@ def test_every_head_loads_as_remote_code_without_the_package(pretrained_dir, tmp
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": ""}
     subprocess.run([sys.executable, "-c", REMOTE_SCRIPT, str(tmp_path)], check=True, cwd=tmp_path, env=env)
     for folder, logits in expected.items():
-        torch.testing.assert_close(load_file(f"{folder}/remote_out.safetensors")["logits"], logits, rtol=0, atol=0)
+        # same code and weights; a fresh process may pick other oneDNN convolution kernels (last-bit differences)
+        torch.testing.assert_close(load_file(f"{folder}/remote_out.safetensors")["logits"], logits, rtol=1e-5, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------------- pipelines

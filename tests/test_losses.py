@@ -9,6 +9,7 @@ from modeling_place.loss_place import (
     correlation_loss,
     correlation_target,
     ita_loss,
+    observation_diversity,
     observation_similarity,
     pcma_loss,
 )
@@ -147,6 +148,14 @@ def test_observation_similarity_hard_is_max():
     soft = observation_similarity(sent, obs, TAU_MATCH, "soft")
     assert torch.all(soft <= hard + 1e-6)
 
+
+def test_observation_diversity_matches_loop_and_spans_zero_to_one():
+    torch.manual_seed(0)
+    v = F.normalize(torch.randn(3, 4, 8), dim=-1)
+    expected = sum(float(v[b, i] @ v[b, j]) ** 2 for b in range(3) for i in range(4) for j in range(4) if i != j) / 36
+    assert math.isclose(observation_diversity(v).item(), expected, rel_tol=1e-5)
+    assert observation_diversity(torch.eye(4).expand(2, 4, 4)).item() == 0.0  # orthogonal observations
+    assert math.isclose(observation_diversity(v[:, :1].expand(3, 4, 8)).item(), 1.0, rel_tol=1e-5)  # collapsed
 
 def test_correlation_target_matches_loop_and_is_pearson():
     pixels = torch.rand(2, 3, 16, 16)

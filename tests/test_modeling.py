@@ -48,6 +48,14 @@ def test_observation_scores_and_grounding(micro_model):
     maps = micro_model.ground(batch["pixel_values"], sentences.sentence_embeds)
     assert maps.shape == (2, micro_model.config.max_sentences, 32, 32)
     assert maps.min() >= 0 and maps.max() <= 1
+    # hard matching grounds a sentence on its best observation's attention map alone
+    observed = micro_model.get_observation_features(batch["pixel_values"])
+    best = torch.einsum("kd,md->km", sentences.sentence_embeds[0], observed.observation_embeds[0]).argmax(-1)
+    attention = observed.observation_attentions[0, best[0]].view(1, 1, 4, 4)
+    expected = torch.nn.functional.interpolate(attention, size=(32, 32), mode="bilinear", align_corners=False)[0, 0]
+    expected = (expected - expected.min()) / (expected.max() - expected.min())
+    assert micro_model.config.pcma_matching == "hard"
+    torch.testing.assert_close(maps[0, 0], expected, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -62,6 +70,7 @@ def test_observation_scores_and_grounding(micro_model):
         ({"logit_scale_init": 200.0}, "logit_scale_init"),
         ({"pcma_matching": "fuzzy"}, "pcma_matching"),
         ({"text_pooling": "max"}, "text_pooling"),
+        ({"vpoe_attention": "sparse"}, "vpoe_attention"),
         ({"vpoe_query_init_std": 0.0}, "vpoe_query_init_std"),
         ({"vision_config": {"architecture": "resnet50"}}, "architecture"),
     ],
@@ -99,6 +108,29 @@ def test_unit_scale_queries_start_with_distinct_observations():
         cosines[std] = cosine[:, ~torch.eye(8, dtype=torch.bool)].mean().item()
     assert cosines[1.0] < 0.5 < cosines[0.02]
 
+
+def test_competitive_attention_matches_a_loop_reference_and_masks_keys():
+    from modeling_place.modeling_place import PlaceAttention
+
+    torch.manual_seed(0)
+    attention = PlaceAttention(8, 2, competitive=True)
+    queries, keys = torch.randn(1, 3, 8), torch.randn(1, 5, 8)
+    keep = torch.tensor([[True, True, True, True, False]])
+    out, weights = attention(queries, keys, keep, need_weights=True)
+    q = attention.q_proj(queries)[0].view(3, 2, 4)
+    k, v = (t[0].view(5, 2, 4) for t in attention.kv_proj(keys).chunk(2, dim=-1))
+    expected_weights, heads = torch.zeros(3, 5), []
+    for h in range(2):
+        scores = (q[:, h] @ k[:, h].T) / 2.0  # sqrt(head dim 4)
+        shares = torch.zeros(3, 5)
+        for n in range(4):  # the masked key takes no share
+            shares[:, n] = scores[:, n].softmax(0)
+        per_query = shares / shares.sum(1, keepdim=True)
+        expected_weights += per_query / 2
+        heads.append(per_query @ v[:, h])
+    torch.testing.assert_close(weights[0], expected_weights, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out[0], attention.out_proj(torch.cat(heads, dim=1)), atol=1e-5, rtol=1e-5)
+    assert weights[0, :, 4].abs().max() == 0
 
 def test_vpoe_heads_must_divide_vision_width():
     with pytest.raises(ValueError, match="vpoe_num_heads"):

@@ -70,6 +70,10 @@ def test_pretrain_script_few_steps_gives_loadable_folder(tmp_path):
     saved = json.loads((tmp_path / "out" / "train_config.json").read_text())
     assert saved["max_steps"] == 3 and (tmp_path / "out" / "processor_config.json").exists()
     assert json.loads((tmp_path / "run" / "train_config.json").read_text()) == saved
+    records = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["kind"], r["step"]) for r in records if r["kind"] == "validation"] == [("validation", 0), ("validation", 3)]
+    train = [r for r in records if r["kind"] == "train"]
+    assert train[-1]["step"] == 3 and {"loss", "loss_ita", "lr", "samples_per_s"} <= set(train[-1])
 
 
 def test_kill_and_resume_is_bit_exact(tmp_path, monkeypatch, tokenizer_dir):

@@ -10,6 +10,16 @@ from pathlib import Path
 from typing import Any
 
 
+#: The objective ablations of METHOD.md as `PlaceConfig` overrides (examples/ablation.py, benchmarks/train_step.py).
+OBJECTIVE_VARIANTS: dict[str, dict[str, Any]] = {
+    "ita_only": {"lambda_pcma": 0.0, "lambda_ce": 0.0},
+    "ita_pcma": {"lambda_ce": 0.0},
+    "ita_ce": {"lambda_pcma": 0.0},
+    "place_dense": {"ce_mode": "dense"},
+    "place_masked": {"ce_mode": "masked"},
+}
+
+
 @dataclass
 class TrainConfig:
     """Everything a pretraining run needs; printed at start and saved with every checkpoint."""
@@ -35,7 +45,7 @@ class TrainConfig:
     # optimisation
     batch_size: int = 32  # per device
     grad_accum: int = 1
-    max_steps: int = 1500
+    max_steps: int = 1200
     lr: float = 1e-3
     min_lr_ratio: float = 0.1
     warmup_steps: int = 100
@@ -48,8 +58,8 @@ class TrainConfig:
     output_dir: str = "place-cxr"
     run_dir: str = "runs/pretrain"
     log_every: int = 10
-    eval_every: int = 250
-    checkpoint_every: int = 250
+    eval_every: int = 300
+    checkpoint_every: int = 300
     keep_checkpoints: int = 2
     resume: bool = True  # continue from the newest checkpoint in run_dir when there is one
     trackers: list[str] = field(default_factory=list)  # "tensorboard", "trackio"

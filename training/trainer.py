@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from processing.processing_place import PlaceProcessor
 from .config import TrainConfig
 from .data import EpochShuffleSampler, ImageReportPairs, PairSplits, PlaceCollator
 
+METRICS_LOG = "metrics.jsonl"  # per-log training and validation records, in run_dir and the saved folder
 MODEL_INPUTS = ("pixel_values", "input_ids", "attention_mask", "sentence_ids", "sentence_hashes")
 # Parameters that are not weight-decayed besides biases and norms (all 1-D): learned tokens and embeddings.
 NO_DECAY_NAMES = ("pos_embed", "cls_token", "reg_token", "queries", "mask_token", "logit_scale", "embeddings")
@@ -259,6 +261,7 @@ class PlaceTrainer:
         global_batch = self.config.batch_size * self.config.grad_accum * self.accelerator.num_processes
         values.update(lr=self.scheduler.get_last_lr()[0], samples_per_s=(self.progress.step - start_step) * global_batch / elapsed)
         self.history.append({"step": self.progress.step, **values})
+        self._append_metrics({"kind": "train", "step": self.progress.step, **values})
         self.accelerator.log(values, step=self.progress.step)
         bar.set_postfix(loss=f"{values['loss']:.3f}", sps=f"{values['samples_per_s']:.1f}")
 
@@ -296,7 +299,16 @@ class PlaceTrainer:
         self.accelerator.print(f"step {self.progress.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
                                flush=True)
         self.last_validation = (self.progress.step, metrics)
+        self._append_metrics({"kind": "validation", "step": self.progress.step, **metrics})
         return metrics
+
+    def _append_metrics(self, record: dict[str, Any]) -> None:
+        """One JSON line per log to `run_dir/metrics.jsonl` (training curves without a tracker). A resumed run
+        re-logs the steps after its checkpoint: readers keep the last record per (kind, step)."""
+        if self.accelerator.is_main_process:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.run_dir / METRICS_LOG, "a", encoding="utf-8") as log:
+                log.write(json.dumps(record) + "\n")
 
     # -- results -----------------------------------------------------------------------------------------
     def _summary(self, initial: dict[str, float] | None, start_step: int, seconds: float) -> dict[str, Any]:
@@ -329,6 +341,8 @@ class PlaceTrainer:
         self.config.save(output_dir / "train_config.json")
         if summary is not None:
             (output_dir / "training_summary.json").write_text(json.dumps(summary, indent=2))
+        if (self.run_dir / METRICS_LOG).exists():
+            shutil.copyfile(self.run_dir / METRICS_LOG, output_dir / METRICS_LOG)
 
     def end(self) -> None:
         self.accelerator.end_training()

@@ -1,0 +1,189 @@
+"""Tables and plots of the ablation study (examples/ablation.py) for docs/RESULTS.md.
+
+    python examples/ablation_report.py                       # runs/ablation → docs/results/ablation/
+
+Writes `summary.json` (every number, per run and mean ± std per variant), `table.md` (the headline table),
+`training_curves.png`, `label_fractions.png` and `grounding.png` (sentences' heat maps over their images, true
+lesion masks outlined). Needs matplotlib (`pip install -e ".[docs]"`).
+"""
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+
+from ablation import parse_run  # the sibling script (examples/ is on sys.path when this runs as a script)
+
+FRACTIONS = ("0.01", "0.1", "1")
+# (task, metric key in evaluate.py's table, column title) of the headline table
+HEADLINE = [
+    ("classification", "AUROC 0.01", "cls AUROC 1%"),
+    ("classification", "AUROC 1", "cls AUROC 100%"),
+    ("zero_shot", "AUROC combined", "zero-shot AUROC"),
+    ("retrieval", "global P@5", "5x200 P@5"),
+    ("retrieval", "pointing game", "pointing game"),
+    ("segmentation", "Dice lesion images 0.01", "seg Dice 1%"),
+    ("segmentation", "Dice lesion images 1", "seg Dice 100%"),
+    ("detection", "mAP 0.01", "det mAP 1%"),
+    ("detection", "mAP 1", "det mAP 100%"),
+    ("report_generation", "bleu_4", "BLEU-4"),
+]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """metrics.jsonl records, the last one per (kind, step) (a resumed run re-logs a few steps)."""
+    if not path.exists():
+        return []
+    records = {}
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        records[(record["kind"], record["step"])] = record
+    return sorted(records.values(), key=lambda r: r["step"])
+
+
+def collect(root: Path) -> dict[str, dict]:
+    """Every finished run under `root`: its variant, seed, evaluation table and training log."""
+    runs = {}
+    for results in sorted(root.glob("*/eval/results.json")):
+        folder = results.parent.parent
+        variant, seed = parse_run(folder.name)
+        summary = folder / "model" / "training_summary.json"
+        runs[folder.name] = {
+            "variant": variant, "seed": seed, "table": json.loads(results.read_text())["table"],
+            "training": json.loads(summary.read_text()) if summary.exists() else None,
+            "log": read_jsonl(folder / "train" / "metrics.jsonl"),
+        }
+    return runs
+
+
+def by_variant(runs: dict[str, dict]) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """variant → task → metric → values over seeds."""
+    grouped: dict = {}
+    for run in runs.values():
+        for task, row in run["table"].items():
+            for metric, value in row.items():
+                grouped.setdefault(run["variant"], {}).setdefault(task, {}).setdefault(metric, []).append(value)
+    return grouped
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def cell(values: list[float] | None) -> str:
+    if not values:
+        return "—"
+    mean, std = mean_std(values)
+    return f"{mean:.3f} ± {std:.3f} (n={len(values)})" if len(values) > 1 else f"{mean:.3f}"
+
+
+def headline_table(grouped: dict) -> str:
+    lines = ["| variant | " + " | ".join(title for _, _, title in HEADLINE) + " |",
+             "|---|" + "---|" * len(HEADLINE)]
+    for variant, tasks in grouped.items():
+        cells = [cell(tasks.get(task, {}).get(metric)) for task, metric, _ in HEADLINE]
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_training_curves(runs: dict[str, dict], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4))
+    panels = (("validation", "val_loss_ita", "validation ITA loss"), ("validation", "val_recall@5", "validation Recall@5"),
+              ("train", "loss", "training loss (all objectives)"))
+    colours = {}
+    for name, run in runs.items():
+        colour = colours.setdefault(run["variant"], f"C{len(colours)}")
+        for axis, (kind, key, title) in zip(axes, panels):
+            points = [(r["step"], r[key]) for r in run["log"] if r["kind"] == kind and key in r]
+            if points:
+                axis.plot(*zip(*points), color=colour, alpha=1.0 if run["seed"] == 0 else 0.4,
+                          label=run["variant"] if run["seed"] == 0 else None)
+            axis.set_title(title)
+            axis.set_xlabel("step")
+    axes[0].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_label_fractions(grouped: dict, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    panels = (("classification", "AUROC {}", "linear-probe AUROC"), ("segmentation", "Dice lesion images {}", "segmentation Dice (lesion images)"),
+              ("detection", "mAP {}", "detection mAP (IoU 0.4-0.75)"))
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4))
+    x = [float(f) * 100 for f in FRACTIONS]
+    for index, (variant, tasks) in enumerate(grouped.items()):
+        for axis, (task, template, title) in zip(axes, panels):
+            values = [tasks.get(task, {}).get(template.format(f)) for f in FRACTIONS]
+            if all(values):
+                means, stds = zip(*(mean_std(v) for v in values))
+                axis.errorbar(x, means, yerr=stds, marker="o", capsize=3, label=variant, color=f"C{index}",
+                              linestyle="--" if variant == "random_init" else "-")
+            axis.set(xscale="log", xlabel="labelled fraction (%)", title=title)
+    axes[0].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_grounding(model_dir: Path, path: Path, data: argparse.Namespace, count: int = 6) -> None:
+    """Heat maps of the first `count` grounding sentences (test split) over their images, masks outlined."""
+    import matplotlib.pyplot as plt
+
+    from evaluation.downstream import load_pretrained, pixels_of
+    from evaluation.tasks import grounding_maps
+    from processing.synthetic_cxr import build_split
+
+    settings = argparse.Namespace(model=str(model_dir))
+    model, processor, image_processor = load_pretrained(settings)
+    split = build_split("ground", cache_dir=data.data_cache, image_size=data.image_size)["test"]
+    rows = split.select(range(count))[:]
+    pixels = pixels_of(image_processor, rows)
+    maps = grounding_maps(model, processor, pixels, rows["sentence"])
+    masks = image_processor.masks_to_model(np.stack([np.asarray(m) > 0 for m in rows["mask"]]).astype(np.uint8))
+    figure, axes = plt.subplots(1, count, figsize=(3.2 * count, 3.8))
+    for axis, image, heat, mask, sentence in zip(axes, pixels, maps, masks.numpy(), rows["sentence"]):
+        axis.imshow(image.mean(0), cmap="gray")
+        axis.imshow(heat, cmap="jet", alpha=0.4)
+        axis.contour(mask, levels=[0.5], colors="white", linewidths=1.2)
+        axis.set_title(sentence if len(sentence) < 40 else sentence[:37] + "...", fontsize=8)
+        axis.axis("off")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", default="runs/ablation")
+    parser.add_argument("--output_dir", default="docs/results/ablation")
+    parser.add_argument("--grounding_model", default="runs/ablation/place_dense/model")
+    parser.add_argument("--image_size", type=int, default=256, help="synthetic image size (as evaluate.py)")
+    parser.add_argument("--data_cache", default=None, help="synthetic data cache (default $PLACE_DATA_CACHE)")
+    args = parser.parse_args(argv)
+    runs = collect(Path(args.root))
+    if not runs:
+        raise SystemExit(f"no finished run under {args.root}: run examples/ablation.py first")
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    grouped = by_variant(runs)
+    summary = {"runs": {k: {**v, "log": None} for k, v in runs.items()},
+               "variants": {v: {t: {m: dict(zip(("mean", "std"), mean_std(x)), n=len(x)) for m, x in row.items()}
+                                for t, row in tasks.items()} for v, tasks in grouped.items()}}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "table.md").write_text(headline_table(grouped))
+    plot_training_curves({k: v for k, v in runs.items() if v["log"]}, out / "training_curves.png")
+    plot_label_fractions(grouped, out / "label_fractions.png")
+    if Path(args.grounding_model).exists():
+        plot_grounding(Path(args.grounding_model), out / "grounding.png", args)
+    print(headline_table(grouped))
+    print(f"written to {out}/")
+
+
+if __name__ == "__main__":
+    main()
