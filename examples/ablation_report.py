@@ -12,8 +12,6 @@ import json
 import statistics
 from pathlib import Path
 
-import numpy as np
-
 from ablation import parse_run  # the sibling script (examples/ is on sys.path when this runs as a script)
 
 FRACTIONS = ("0.01", "0.1", "1")
@@ -135,7 +133,7 @@ def plot_grounding(model_dir: Path, path: Path, data: argparse.Namespace, count:
     """Heat maps of the first `count` grounding sentences (test split) over their images, masks outlined."""
     import matplotlib.pyplot as plt
 
-    from evaluation.downstream import load_pretrained, pixels_of
+    from evaluation.downstream import load_pretrained, pixels_of, segmentation_labels
     from evaluation.tasks import grounding_maps
     from processing.synthetic_cxr import build_split
 
@@ -145,7 +143,7 @@ def plot_grounding(model_dir: Path, path: Path, data: argparse.Namespace, count:
     rows = split.select(range(count))[:]
     pixels = pixels_of(image_processor, rows)
     maps = grounding_maps(model, processor, pixels, rows["sentence"])
-    masks = image_processor.masks_to_model(np.stack([np.asarray(m) > 0 for m in rows["mask"]]).astype(np.uint8))
+    masks = segmentation_labels(image_processor, rows, "mask")
     figure, axes = plt.subplots(1, count, figsize=(3.2 * count, 3.8))
     for axis, image, heat, mask, sentence in zip(axes, pixels, maps, masks.numpy(), rows["sentence"]):
         axis.imshow(image.mean(0), cmap="gray")

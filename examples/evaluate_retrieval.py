@@ -14,7 +14,8 @@ import argparse
 import numpy as np
 
 from evaluation.downstream import (
-    Stopwatch, add_data_arguments, load_pretrained, load_split, pixels_of, run_from_command_line, write_results,
+    Stopwatch, add_data_arguments, load_pretrained, load_split, pixels_of, run_from_command_line, segmentation_labels,
+    write_results,
 )
 from evaluation.tasks import grounding_maps, grounding_scores, image_text_similarity, retrieval_precision
 
@@ -31,9 +32,9 @@ def run(settings: argparse.Namespace) -> dict:
         results[name] = retrieval_precision(similarity, labels, labels)
         print(f"   {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in results[name].items()))
     ground = load_split("ground", settings)["test"]
-    masks = image_processor.masks_to_model(np.stack([np.asarray(m) > 0 for m in ground["mask"]]).astype(np.uint8))
-    maps = grounding_maps(model, processor, pixels_of(image_processor, ground[:]), ground["sentence"], settings.batch_size)
-    results["grounding"] = grounding_scores(maps, masks.numpy())
+    rows = ground[:]
+    maps = grounding_maps(model, processor, pixels_of(image_processor, rows), rows["sentence"], settings.batch_size)
+    results["grounding"] = grounding_scores(maps, segmentation_labels(image_processor, rows, "mask").numpy())
     print(f"   grounding: pointing game {results['grounding']['pointing_game']:.4f}, mIoU {results['grounding']['miou']:.4f}")
     payload = {"task": "retrieval", "results": results, "num_images": len(retrieval), "seconds": clock.seconds}
     return write_results(settings, "retrieval", payload)

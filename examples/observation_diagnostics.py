@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from evaluation.downstream import load_pretrained, pixels_of
+from evaluation.downstream import load_pretrained, pixels_of, segmentation_labels
 from evaluation.tasks import grounding_maps, grounding_scores
+from modeling_place.loss_place import off_diagonal
 from processing.synthetic_cxr import build_split
 
 
@@ -26,18 +27,17 @@ def observation_statistics(model, pixel_values: torch.Tensor) -> dict[str, float
     with torch.no_grad():
         observed = model.get_observation_features(pixel_values)
     embeds = observed.observation_embeds.float()
-    cosines = embeds @ embeds.transpose(1, 2)
-    off_diagonal = ~torch.eye(cosines.shape[-1], dtype=torch.bool)
     peaks = observed.observation_attentions.argmax(dim=-1)  # (B, M): the patch each query looks at most
-    return {"vpor_cosine": float(cosines[:, off_diagonal].mean()),
+    return {"vpor_cosine": float(off_diagonal(embeds @ embeds.transpose(1, 2)).mean()),
             "distinct_peaks": float(np.mean([len(set(row.tolist())) for row in peaks]))}
 
 
 def diagnose(model, processor, image_processor, split, images: int) -> dict[str, float]:
-    pixels = pixels_of(image_processor, split[:])
-    masks = image_processor.masks_to_model(np.stack([np.asarray(m) > 0 for m in split["mask"]]).astype(np.uint8))
-    maps = grounding_maps(model, processor, pixels, split["sentence"])
-    return {**observation_statistics(model, pixels[:images]), **grounding_scores(maps, masks.numpy())}
+    rows = split[:]
+    pixels = pixels_of(image_processor, rows)
+    maps = grounding_maps(model, processor, pixels, rows["sentence"])
+    masks = segmentation_labels(image_processor, rows, "mask").numpy()
+    return {**observation_statistics(model, pixels[:images]), **grounding_scores(maps, masks)}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

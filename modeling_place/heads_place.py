@@ -184,21 +184,6 @@ class PlaceForImageClassification(PlaceHeadPreTrainedModel):
 # ----------------------------------------------------------------------------------------------------------
 # Semantic segmentation
 # ----------------------------------------------------------------------------------------------------------
-class PlaceUpsampleBlock(nn.Module):
-    """×2 transposed convolution, then a 3×3 convolution; GroupNorm + GELU after each."""
-
-    def __init__(self, in_dim: int, out_dim: int) -> None:
-        super().__init__()
-        self.up = nn.ConvTranspose2d(in_dim, out_dim, kernel_size=2, stride=2)
-        self.up_norm = nn.GroupNorm(_groups(out_dim), out_dim)
-        self.conv = nn.Conv2d(out_dim, out_dim, kernel_size=3, padding=1)
-        self.conv_norm = nn.GroupNorm(_groups(out_dim), out_dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = F.gelu(self.up_norm(self.up(x)))
-        return F.gelu(self.conv_norm(self.conv(x)))
-
-
 def _groups(channels: int) -> int:
     """Largest group count ≤ 8 that divides `channels` (GroupNorm)."""
     return next(g for g in (8, 4, 2, 1) if channels % g == 0)
@@ -212,6 +197,19 @@ class PlaceConvNormAct(nn.Sequential):
             nn.Conv2d(in_dim, out_dim, kernel_size=3, stride=stride, padding=1), nn.GroupNorm(_groups(out_dim), out_dim),
             nn.GELU(),
         )
+
+
+class PlaceUpsampleBlock(nn.Module):
+    """×2 transposed convolution, then a 3×3 convolution; GroupNorm + GELU after each."""
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(in_dim, out_dim, kernel_size=2, stride=2)
+        self.up_norm = nn.GroupNorm(_groups(out_dim), out_dim)
+        self.conv = PlaceConvNormAct(out_dim, out_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.gelu(self.up_norm(self.up(x))))
 
 
 class PlacePixelSkip(nn.Module):

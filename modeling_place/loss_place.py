@@ -84,10 +84,24 @@ def observation_similarity(
         `(S, B)` fp32 scores.
     """
     sims = torch.einsum("sd,bmd->sbm", sentence_embeds.float(), observation_embeds.float())
+    return (matching_weights(sims, tau_match, matching) * sims).sum(dim=-1)
+
+
+def matching_weights(sims: Tensor, tau_match: float, matching: str = "soft") -> Tensor:
+    """a_m(t): how a sentence spreads over an image's observations, from sentence–observation cosines `(..., M)`.
+
+    `"soft"`: softmax at `tau_match`; `"hard"`: one-hot on the best observation. PCMA scores and grounding maps
+    both use it, so grounding reads the observations the way training matched them.
+    """
     if matching == "hard":
-        return sims.amax(dim=-1)
-    weights = torch.softmax(sims / tau_match, dim=-1)
-    return (weights * sims).sum(dim=-1)
+        return F.one_hot(sims.argmax(dim=-1), sims.shape[-1]).to(sims.dtype)
+    return torch.softmax(sims / tau_match, dim=-1)
+
+
+def off_diagonal(square: Tensor) -> Tensor:
+    """The off-diagonal entries of a batch of square matrices, `(B, N, N)` → `(B, N·(N−1))`."""
+    n = square.shape[-1]
+    return square[:, ~torch.eye(n, dtype=torch.bool, device=square.device)]
 
 
 def sentence_positive_mask(
@@ -195,10 +209,7 @@ def observation_diversity(observation_embeds: Tensor) -> Tensor:
     Zero when an image's observations are orthogonal; one when they have collapsed into a single vector.
     """
     v = observation_embeds.float()
-    cosines = v @ v.transpose(1, 2)
-    m = cosines.shape[-1]
-    off_diagonal = ~torch.eye(m, dtype=torch.bool, device=cosines.device)
-    return cosines.pow(2)[:, off_diagonal].mean()
+    return off_diagonal(v @ v.transpose(1, 2)).pow(2).mean()
 
 
 def correlation_target(pixel_values: Tensor, patch_size: int, eps: float = 1e-6) -> Tensor:
@@ -217,10 +228,7 @@ def correlation_target(pixel_values: Tensor, patch_size: int, eps: float = 1e-6)
 def correlation_loss(correlation_embeds: Tensor, target: Tensor) -> Tensor:
     """MSE between Ĉ = Z Zᵀ (Z normalised, `(B, N, d_c)`) and the target over off-diagonal entries (L_CE)."""
     z = F.normalize(correlation_embeds.float(), dim=-1)
-    predicted = z @ z.transpose(1, 2)
-    n = predicted.shape[-1]
-    off_diagonal = ~torch.eye(n, dtype=torch.bool, device=predicted.device)
-    return (predicted - target.float()).pow(2)[:, off_diagonal].mean()
+    return off_diagonal(z @ z.transpose(1, 2) - target.float()).pow(2).mean()
 
 
 __all__ = [
@@ -229,6 +237,7 @@ __all__ = [
     "distributed_context",
     "gather_with_grad",
     "ita_loss",
+    "matching_weights",
     "observation_diversity",
     "observation_similarity",
     "pcma_loss",

@@ -26,6 +26,7 @@ from .loss_place import (
     distributed_context,
     gather_with_grad,
     ita_loss,
+    matching_weights,
     observation_diversity,
     observation_similarity,
     pcma_loss,
@@ -379,10 +380,7 @@ class PlaceModel(PlacePreTrainedModel):
         """
         observed = self.get_observation_features(pixel_values)
         sims = torch.einsum("bkd,bmd->bkm", sentence_embeds.float(), observed.observation_embeds.float())
-        if self.config.pcma_matching == "hard":
-            weights = F.one_hot(sims.argmax(dim=-1), sims.shape[-1]).float()
-        else:
-            weights = torch.softmax(sims / self.config.tau_match, dim=-1)
+        weights = matching_weights(sims, self.config.tau_match, self.config.pcma_matching)
         maps = weights @ observed.observation_attentions.float()  # (B, K, N)
         grid = self.config.image_size // self.config.patch_size
         maps = maps.view(*maps.shape[:2], grid, grid)
