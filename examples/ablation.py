@@ -36,9 +36,12 @@ VARIANTS = {
     "place_m32": {"num_queries": 32},
     "place_diversity": {"pcma_diversity": 1.0},
     "place_competitive": {"vpoe_attention": "competitive", "pcma_diversity": 1.0},
+    # the candidate fix: sentences matched to patch tokens directly (FILIP/GLoRIA-style), no VPOE queries
+    "place_patches": {"observation_tokens": "patches", "pcma_matching": "soft"},
 }
 FOLDER_LOCKS: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
-SWEEP = ("place_soft", "place_soft_tau0.05", "place_m8", "place_m32", "place_diversity", "place_competitive")
+SWEEP = ("place_soft", "place_soft_tau0.05", "place_m8", "place_m32", "place_diversity", "place_competitive",
+         "place_patches")
 SWEEP_TASKS = ["zero_shot", "retrieval"]  # the cheapest tasks; retrieval includes grounding
 # The study, most informative first: every variant at seed 0, the random baseline, two more seeds for the
 # two headline variants, then the PCMA-knob sweep.

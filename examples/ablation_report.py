@@ -3,7 +3,7 @@
     python examples/ablation_report.py                       # runs/ablation → docs/results/ablation/
 
 Writes `summary.json` (every number, per run and mean ± std per variant), `table.md` (the headline table),
-`training_curves.png`, `label_fractions.png` and `grounding.png` (sentences' heat maps over their images, true
+`headline.png` (the README's figure), `training_curves.png`, `label_fractions.png` and `grounding.png` (sentences' heat maps over their images, true
 lesion masks outlined). Needs matplotlib (`pip install -e ".[docs]"`).
 """
 
@@ -12,7 +12,7 @@ import json
 import statistics
 from pathlib import Path
 
-from ablation import parse_run  # the sibling script (examples/ is on sys.path when this runs as a script)
+from ablation import VARIANTS, parse_run  # the sibling script (examples/ is on sys.path when this runs as a script)
 
 FRACTIONS = ("0.01", "0.1", "1")
 # (task, metric key in evaluate.py's table, column title) of the headline table
@@ -57,8 +57,10 @@ def collect(root: Path) -> dict[str, dict]:
 
 
 def by_variant(runs: dict[str, dict]) -> dict[str, dict[str, dict[str, list[float]]]]:
-    """variant → task → metric → values over seeds."""
+    """variant → task → metric → values over seeds; random init first, then the study's order of variants."""
     grouped: dict = {}
+    order = ["random_init", *VARIANTS]
+    runs = dict(sorted(runs.items(), key=lambda item: (order.index(item[1]["variant"]), item[1]["seed"])))
     for run in runs.values():
         for task, row in run["table"].items():
             for metric, value in row.items():
@@ -103,6 +105,24 @@ def plot_training_curves(runs: dict[str, dict], path: Path) -> None:
             axis.set_title(title)
             axis.set_xlabel("step")
     axes[0].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_headline(grouped: dict, path: Path) -> None:
+    """The README's figure: one panel per headline metric, a bar per variant (mean ± std over seeds)."""
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(2, (len(HEADLINE) + 1) // 2, figsize=(16, 6.5))
+    # variants evaluated on every task (the sweep's runs evaluate only the cheap ones)
+    variants = [v for v, tasks in grouped.items() if all(metric in tasks.get(task, {}) for task, metric, _ in HEADLINE)]
+    for axis, (task, metric, title) in zip(axes.flat, HEADLINE):
+        stats = [mean_std(grouped[v].get(task, {}).get(metric) or [float("nan")]) for v in variants]
+        axis.bar(range(len(variants)), [m for m, _ in stats], yerr=[s for _, s in stats], capsize=3,
+                 color=[f"C{i}" for i in range(len(variants))])
+        axis.set_xticks(range(len(variants)), variants, rotation=60, ha="right", fontsize=7)
+        axis.set_title(title, fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -177,6 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     (out / "table.md").write_text(headline_table(grouped))
     plot_training_curves({k: v for k, v in runs.items() if v["log"]}, out / "training_curves.png")
     plot_label_fractions(grouped, out / "label_fractions.png")
+    plot_headline(grouped, out / "headline.png")
     if Path(args.grounding_model).exists():
         plot_grounding(Path(args.grounding_model), out / "grounding.png", args)
     print(headline_table(grouped))

@@ -74,6 +74,10 @@ class PlaceConfig(PreTrainedConfig):
         vpoe_attention (`"softmax"` or `"competitive"`): the VPOE's cross-attention, a softmax over patches per
             query, or Slot Attention's softmax over queries per patch (queries compete for patches, so they
             cannot all settle on one).
+        observation_tokens (`"queries"` or `"patches"`): where the V-PORs come from: the VPOE's M learned queries
+            (METHOD.md), or every patch token itself, normalised and projected (M = N, attention = identity), which
+            makes PCMA a FILIP-style sentence-to-patch alignment and grounding a sentence-to-patch similarity map
+            (the candidate fix for collapsed observations; docs/RESULTS.md).
         pcma_diversity (`float`, defaults to 0): weight of a term added to L_PCMA, the mean squared cosine between
             an image's different V-PORs (keeps the observations from collapsing into one global vector).
         text_pooling (`"cls"` or `"mean"`): the report's global token, CLS (METHOD.md; right for a pretrained
@@ -107,6 +111,7 @@ class PlaceConfig(PreTrainedConfig):
     tau_pcma: float = 0.1
     pcma_matching: Literal["soft", "hard"] = "hard"
     vpoe_attention: Literal["softmax", "competitive"] = "softmax"
+    observation_tokens: Literal["queries", "patches"] = "queries"
     pcma_diversity: float = 0.0
     text_pooling: Literal["cls", "mean"] = "cls"
     ce_mode: Literal["dense", "masked"] = "dense"
@@ -199,6 +204,10 @@ class PlaceConfig(PreTrainedConfig):
             raise ValueError(f"PlaceConfig.pcma_matching must be 'soft' or 'hard', got {self.pcma_matching!r}.")
         if self.vpoe_attention not in ("softmax", "competitive"):
             raise ValueError(f"PlaceConfig.vpoe_attention must be 'softmax' or 'competitive', got {self.vpoe_attention!r}.")
+        if self.observation_tokens not in ("queries", "patches"):
+            raise ValueError(
+                f"PlaceConfig.observation_tokens must be 'queries' or 'patches', got {self.observation_tokens!r}."
+            )
         if not 0.0 < self.mask_ratio < 1.0:
             raise ValueError(f"PlaceConfig.mask_ratio must lie in (0, 1), got {self.mask_ratio!r}.")
         if not (isinstance(self.pcma_diversity, (int, float)) and math.isfinite(self.pcma_diversity)

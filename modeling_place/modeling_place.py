@@ -163,15 +163,22 @@ class PlaceVPOELayer(nn.Module):
 
 
 class PlaceObservationExtractor(nn.Module):
-    """VPOE: M learnable queries decode the patch tokens into V-PORs; the last cross-attention is kept."""
+    """VPOE: M learnable queries decode the patch tokens into V-PORs; the last cross-attention is kept.
+
+    With `observation_tokens="patches"` there are no queries: every patch is an observation (attention =
+    identity), so a sentence is matched to patches directly.
+    """
 
     def __init__(self, config: PlaceConfig, vision_dim: int) -> None:
         super().__init__()
-        self.queries = nn.Parameter(torch.zeros(config.num_queries, vision_dim))
+        use_queries = config.observation_tokens == "queries"
+        # No unused query parameters in patch mode: DDP would wait for their gradients forever.
+        self.queries = nn.Parameter(torch.zeros(config.num_queries, vision_dim)) if use_queries else None
         self.patch_norm = nn.LayerNorm(vision_dim)
         competitive = config.vpoe_attention == "competitive"
         self.layers = nn.ModuleList(
-            PlaceVPOELayer(vision_dim, config.vpoe_num_heads, competitive) for _ in range(config.vpoe_layers)
+            PlaceVPOELayer(vision_dim, config.vpoe_num_heads, competitive)
+            for _ in range(config.vpoe_layers if use_queries else 0)
         )
         self.final_norm = nn.LayerNorm(vision_dim)
         self.projection = PlaceMLP(vision_dim, vision_dim, config.projection_dim)
@@ -179,11 +186,17 @@ class PlaceObservationExtractor(nn.Module):
     def forward(self, patches: Tensor) -> tuple[Tensor, Tensor]:
         """`patches (B, N, D_v)` → normalised V-PORs `(B, M, d)` and attention `(B, M, N)`."""
         patches = self.patch_norm(patches)
+        if self.queries is None:
+            identity = torch.eye(patches.shape[1], device=patches.device, dtype=patches.dtype)
+            return self._embed(patches), identity.expand(patches.shape[0], -1, -1)
         queries = self.queries.unsqueeze(0).expand(patches.shape[0], -1, -1)
         weights = None
         for index, layer in enumerate(self.layers):
             queries, weights = layer(queries, patches, need_weights=index == len(self.layers) - 1)
-        return F.normalize(self.projection(self.final_norm(queries)), dim=-1), weights
+        return self._embed(queries), weights
+
+    def _embed(self, tokens: Tensor) -> Tensor:
+        return F.normalize(self.projection(self.final_norm(tokens)), dim=-1)
 
 
 class PlaceCorrelationHead(nn.Module):
@@ -230,7 +243,7 @@ class PlacePreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         std = self.config.initializer_range
-        if isinstance(module, PlaceObservationExtractor):
+        if isinstance(module, PlaceObservationExtractor) and module.queries is not None:
             nn.init.normal_(module.queries, std=self.config.vpoe_query_init_std)
         elif isinstance(module, PlaceModel):
             nn.init.constant_(module.logit_scale, math.log(self.config.logit_scale_init))

@@ -71,6 +71,7 @@ def test_observation_scores_and_grounding(micro_model):
         ({"pcma_matching": "fuzzy"}, "pcma_matching"),
         ({"text_pooling": "max"}, "text_pooling"),
         ({"vpoe_attention": "sparse"}, "vpoe_attention"),
+        ({"observation_tokens": "pixels"}, "observation_tokens"),
         ({"vpoe_query_init_std": 0.0}, "vpoe_query_init_std"),
         ({"vision_config": {"architecture": "resnet50"}}, "architecture"),
     ],
@@ -131,6 +132,30 @@ def test_competitive_attention_matches_a_loop_reference_and_masks_keys():
     torch.testing.assert_close(weights[0], expected_weights, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out[0], attention.out_proj(torch.cat(heads, dim=1)), atol=1e-5, rtol=1e-5)
     assert weights[0, :, 4].abs().max() == 0
+
+def test_patch_observations_train_every_parameter_and_ground_on_the_best_patch():
+    config = PlaceConfig(**micro_config(observation_tokens="patches", pcma_matching="soft"))
+    torch.manual_seed(0)
+    model = PlaceModel(config)
+    batch = random_batch(config, 4)
+    output = model(**batch, return_loss=True)
+    grid = config.image_size // config.patch_size
+    assert output.observation_embeds.shape == (4, grid * grid, config.projection_dim)
+    torch.testing.assert_close(output.observation_attentions[1], torch.eye(grid * grid))
+    output.loss.backward()  # no query parameters exist to be left without a gradient (DDP would hang)
+    assert model.observation_extractor.queries is None and len(model.observation_extractor.layers) == 0
+    assert all(p.grad is not None for n, p in model.named_parameters() if "observation_extractor" in n)
+    model.eval()
+    with torch.no_grad():
+        observed = model.get_observation_features(batch["pixel_values"][:1])
+        best = int(observed.observation_embeds[0, :, 0].argmax())  # the patch most like the sentence e_0
+        sentence = torch.nn.functional.one_hot(torch.tensor([[0]]), config.projection_dim).float()
+        config.pcma_matching = "hard"
+        heat = model.ground(batch["pixel_values"][:1], sentence)[0, 0]
+    row, column = divmod(best, grid)
+    cell = heat.view(grid, config.patch_size, grid, config.patch_size)[row, :, column]
+    assert cell.max() == 1.0 and heat.mean() < 0.2
+
 
 def test_vpoe_heads_must_divide_vision_width():
     with pytest.raises(ValueError, match="vpoe_num_heads"):
