@@ -43,10 +43,11 @@ FOLDER_LOCKS: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 SWEEP = ("place_soft", "place_soft_tau0.05", "place_m8", "place_m32", "place_diversity", "place_competitive",
          "place_patches")
 SWEEP_TASKS = ["zero_shot", "retrieval"]  # the cheapest tasks; retrieval includes grounding
-# The study, most informative first: every variant at seed 0, the random baseline, two more seeds for the
-# two headline variants, then the PCMA-knob sweep.
+# The study, most informative first: every variant at seed 0, the random baseline, two more seeds for
+# ITA-only, full PLACE and ITA + CE (the best variant at seed 0), then the PCMA-knob sweep.
 DEFAULT_RUNS = ["place_dense", "ita_only", "ita_pcma", "ita_ce", "place_masked", "random_init",
-                "ita_only-seed1", "place_dense-seed1", "ita_only-seed2", "place_dense-seed2", *SWEEP]
+                *(f"{variant}-seed{seed}" for seed in (1, 2) for variant in ("ita_only", "place_dense", "ita_ce")),
+                *SWEEP]
 
 
 def parse_run(name: str) -> tuple[str, int]:

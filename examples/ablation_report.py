@@ -2,7 +2,7 @@
 
     python examples/ablation_report.py                       # runs/ablation → docs/results/ablation/
 
-Writes `summary.json` (every number, per run and mean ± std per variant), `table.md` (the headline table),
+Writes `summary.json` (every number, per run and mean ± std per variant), `table.md` (the headline table), `sweep.md` (the cheap tasks of every run),
 `headline.png` (the README's figure), `training_curves.png`, `label_fractions.png` and `grounding.png` (sentences' heat maps over their images, true
 lesion masks outlined). Needs matplotlib (`pip install -e ".[docs]"`).
 """
@@ -27,6 +27,16 @@ HEADLINE = [
     ("detection", "mAP 0.01", "det mAP 1%"),
     ("detection", "mAP 1", "det mAP 100%"),
     ("report_generation", "bleu_4", "BLEU-4"),
+]
+# the PCMA-knob sweep's table: the cheap tasks that every run evaluates
+SWEEP_COLUMNS = [
+    ("zero_shot", "AUROC combined", "zero-shot AUROC"),
+    ("zero_shot", "AUROC observation", "zero-shot AUROC (observations)"),
+    ("retrieval", "global P@1", "5x200 P@1"),
+    ("retrieval", "global+observation P@1", "5x200 P@1 (global+obs.)"),
+    ("retrieval", "global P@5", "5x200 P@5"),
+    ("retrieval", "pointing game", "pointing game"),
+    ("retrieval", "mIoU", "grounding mIoU"),
 ]
 
 
@@ -68,6 +78,11 @@ def by_variant(runs: dict[str, dict]) -> dict[str, dict[str, dict[str, list[floa
     return grouped
 
 
+def colour(variant: str) -> str:
+    """One colour per variant in every plot."""
+    return f"C{['random_init', *VARIANTS].index(variant) % 10}"
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
@@ -79,11 +94,11 @@ def cell(values: list[float] | None) -> str:
     return f"{mean:.3f} ± {std:.3f} (n={len(values)})" if len(values) > 1 else f"{mean:.3f}"
 
 
-def headline_table(grouped: dict) -> str:
-    lines = ["| variant | " + " | ".join(title for _, _, title in HEADLINE) + " |",
-             "|---|" + "---|" * len(HEADLINE)]
+def metric_table(grouped: dict, columns: list[tuple[str, str, str]] = HEADLINE) -> str:
+    """Markdown: a row per variant, a column per (task, metric, title), mean ± std over seeds."""
+    lines = ["| variant | " + " | ".join(title for _, _, title in columns) + " |", "|---|" + "---|" * len(columns)]
     for variant, tasks in grouped.items():
-        cells = [cell(tasks.get(task, {}).get(metric)) for task, metric, _ in HEADLINE]
+        cells = [cell(tasks.get(task, {}).get(metric)) for task, metric, _ in columns]
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -94,13 +109,11 @@ def plot_training_curves(runs: dict[str, dict], path: Path) -> None:
     figure, axes = plt.subplots(1, 3, figsize=(15, 4))
     panels = (("validation", "val_loss_ita", "validation ITA loss"), ("validation", "val_recall@5", "validation Recall@5"),
               ("train", "loss", "training loss (all objectives)"))
-    colours = {}
     for name, run in runs.items():
-        colour = colours.setdefault(run["variant"], f"C{len(colours)}")
         for axis, (kind, key, title) in zip(axes, panels):
             points = [(r["step"], r[key]) for r in run["log"] if r["kind"] == kind and key in r]
             if points:
-                axis.plot(*zip(*points), color=colour, alpha=1.0 if run["seed"] == 0 else 0.4,
+                axis.plot(*zip(*points), color=colour(run["variant"]), alpha=1.0 if run["seed"] == 0 else 0.4,
                           label=run["variant"] if run["seed"] == 0 else None)
             axis.set_title(title)
             axis.set_xlabel("step")
@@ -120,7 +133,7 @@ def plot_headline(grouped: dict, path: Path) -> None:
     for axis, (task, metric, title) in zip(axes.flat, HEADLINE):
         stats = [mean_std(grouped[v].get(task, {}).get(metric) or [float("nan")]) for v in variants]
         axis.bar(range(len(variants)), [m for m, _ in stats], yerr=[s for _, s in stats], capsize=3,
-                 color=[f"C{i}" for i in range(len(variants))])
+                 color=[colour(v) for v in variants])
         axis.set_xticks(range(len(variants)), variants, rotation=60, ha="right", fontsize=7)
         axis.set_title(title, fontsize=9)
     figure.tight_layout()
@@ -135,12 +148,12 @@ def plot_label_fractions(grouped: dict, path: Path) -> None:
               ("detection", "mAP {}", "detection mAP (IoU 0.4-0.75)"))
     figure, axes = plt.subplots(1, 3, figsize=(15, 4))
     x = [float(f) * 100 for f in FRACTIONS]
-    for index, (variant, tasks) in enumerate(grouped.items()):
+    for variant, tasks in grouped.items():
         for axis, (task, template, title) in zip(axes, panels):
             values = [tasks.get(task, {}).get(template.format(f)) for f in FRACTIONS]
             if all(values):
                 means, stds = zip(*(mean_std(v) for v in values))
-                axis.errorbar(x, means, yerr=stds, marker="o", capsize=3, label=variant, color=f"C{index}",
+                axis.errorbar(x, means, yerr=stds, marker="o", capsize=3, label=variant, color=colour(variant),
                               linestyle="--" if variant == "random_init" else "-")
             axis.set(xscale="log", xlabel="labelled fraction (%)", title=title)
     axes[0].legend(fontsize=8)
@@ -194,13 +207,15 @@ def main(argv: list[str] | None = None) -> None:
                "variants": {v: {t: {m: dict(zip(("mean", "std"), mean_std(x)), n=len(x)) for m, x in row.items()}
                                 for t, row in tasks.items()} for v, tasks in grouped.items()}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    (out / "table.md").write_text(headline_table(grouped))
+    (out / "table.md").write_text(metric_table(grouped))
+    (out / "sweep.md").write_text(metric_table(grouped, SWEEP_COLUMNS))
     plot_training_curves({k: v for k, v in runs.items() if v["log"]}, out / "training_curves.png")
     plot_label_fractions(grouped, out / "label_fractions.png")
     plot_headline(grouped, out / "headline.png")
     if Path(args.grounding_model).exists():
         plot_grounding(Path(args.grounding_model), out / "grounding.png", args)
-    print(headline_table(grouped))
+    print(metric_table(grouped))
+    print(metric_table(grouped, SWEEP_COLUMNS))
     print(f"written to {out}/")
 
 

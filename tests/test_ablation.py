@@ -79,5 +79,6 @@ def test_study_runs_resumes_and_reports(tmp_path):
     saved = json.loads((root / "ita_only" / "eval" / "results.json").read_text())["table"]
     assert summary["variants"]["ita_only"]["retrieval"]["global P@5"]["mean"] == saved["retrieval"]["global P@5"]
     assert "| ita_only |" in (out / "table.md").read_text()
+    assert "pointing game" in (out / "sweep.md").read_text()
     for plot in ("headline.png", "training_curves.png", "label_fractions.png", "grounding.png"):
         assert (out / plot).stat().st_size > 1000

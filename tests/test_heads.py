@@ -82,6 +82,15 @@ def test_head_loads_pretrained_encoder_and_keeps_it_frozen(pretrained_dir, auto_
     assert torch.isfinite(_main_output(output)).all()
 
 
+def test_report_generation_reads_patch_observations(tmp_path):
+    torch.manual_seed(0)
+    PlaceModel(PlaceConfig(**micro_config(observation_tokens="patches"))).save_pretrained(tmp_path)
+    head = PlaceForReportGeneration.from_pretrained(tmp_path).eval()
+    assert head.observation_extractor.queries is None
+    output = head(**_head_inputs(head))
+    assert output.logits.shape[:2] == (2, 4) and torch.isfinite(output.logits).all()
+
+
 def test_full_fine_tune_trains_the_encoder(pretrained_dir):
     head = PlaceForImageClassification.from_pretrained(pretrained_dir, num_labels=3, freeze_encoder=False).train()
     assert head.vision_model.training
