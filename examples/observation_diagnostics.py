@@ -40,6 +40,14 @@ def diagnose(model, processor, image_processor, split, images: int) -> dict[str,
     return {**observation_statistics(model, pixels[:images]), **grounding_scores(maps, masks)}
 
 
+def blind_references(masks: np.ndarray, seed: int = 0) -> list[dict]:
+    """Grounding scores of maps that ignore the sentence: uniform noise, and the mean mask of the pairs."""
+    noise = np.random.default_rng(seed).random(masks.shape)
+    prior = masks.mean(axis=0) / max(masks.mean(axis=0).max(), 1e-12)
+    return [{"weights": "sentence-blind: uniform noise", **grounding_scores(noise, masks)},
+            {"weights": "sentence-blind: mean mask", **grounding_scores(np.broadcast_to(prior, masks.shape), masks)}]
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="pretrained PLACE folder (architecture + processor)")
@@ -52,7 +60,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     model, processor, image_processor = load_pretrained(args)
     split = build_split("ground", cache_dir=args.data_cache, image_size=args.image_size)["test"]
     split = split.select(range(min(args.pairs, len(split))))
-    rows = []
+    rows = blind_references(segmentation_labels(image_processor, split[:], "mask").numpy())
+    for row in rows:
+        print(json.dumps(row), flush=True)
     for source in [None, *args.checkpoints]:
         if source is not None:
             model.load_state_dict(load_file(Path(source) / "model.safetensors"))

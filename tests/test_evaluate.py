@@ -140,7 +140,8 @@ def test_observation_diagnostics_reports_collapse_and_grounding(micro_folder, tm
                "--data_cache", str(tmp_path / "data")]
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    blind, *rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")][1:]
+    assert blind["weights"] == "sentence-blind: mean mask" and 0.0 < blind["pointing_game"] <= 1.0
     assert [row["weights"] for row in rows] == [str(micro_folder), str(checkpoint)]
     assert rows[0] == {**rows[1], "weights": rows[0]["weights"]}  # the same weights give the same numbers
     assert -1.0 <= rows[0]["vpor_cosine"] <= 1.0 and 1 <= rows[0]["distinct_peaks"] <= 4
