@@ -39,15 +39,21 @@ VARIANTS = {
     # the candidate fix: sentences matched to patch tokens directly (FILIP/GLoRIA-style), no VPOE queries
     "place_patches": {"observation_tokens": "patches", "pcma_matching": "soft"},
 }
+# The study ran while hard matching was the default; its variants keep it unless they say otherwise
+# (`place_soft` is today's default configuration).
+STUDY_BASE = {"pcma_matching": "hard"}
 FOLDER_LOCKS: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
-SWEEP = ("place_soft", "place_soft_tau0.05", "place_m8", "place_m32", "place_diversity", "place_competitive",
-         "place_patches")
-SWEEP_TASKS = ["zero_shot", "retrieval"]  # the cheapest tasks; retrieval includes grounding
-# The study, most informative first: every variant at seed 0, the random baseline, two more seeds for
-# ITA-only, full PLACE and ITA + CE (the best variant at seed 0), then the PCMA-knob sweep.
+# Variants judged on the cheapest tasks only (retrieval includes grounding)
+SWEEP = ("place_soft_tau0.05", "place_m8", "place_m32", "place_patches", "place_diversity", "place_competitive")
+SWEEP_TASKS = ["zero_shot", "retrieval"]
+# The study, most informative first: every variant at seed 0, the random baseline, seeds 1 and 2 of ITA-only,
+# full PLACE and ITA + CE (the best variant at seed 0), the PCMA-knob sweep, then soft matching's seeds (it
+# grounded best in the sweep, so it gets the full evaluation). The diversity and competitive remedies were
+# judged on the 1,200-step schedule instead (docs/RESULTS.md), so the study leaves them out.
+SEEDED = ("ita_only", "place_dense", "ita_ce")
 DEFAULT_RUNS = ["place_dense", "ita_only", "ita_pcma", "ita_ce", "place_masked", "random_init",
-                *(f"{variant}-seed{seed}" for seed in (1, 2) for variant in ("ita_only", "place_dense", "ita_ce")),
-                *SWEEP]
+                *(f"{variant}-seed{seed}" for seed in (1, 2) for variant in SEEDED), "place_soft",
+                *SWEEP[:4], "place_soft-seed1", "place_soft-seed2"]
 
 
 def parse_run(name: str) -> tuple[str, int]:
@@ -110,7 +116,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval_every", type=int, default=100)
     parser.add_argument("--budget", choices=["light", "full", "quick"], default="light", help="evaluate.py budget")
     parser.add_argument("--tokenizer", default="place-cxr", help="one tokenizer folder shared by every run")
-    parser.add_argument("--model_base", default="{}", help="PlaceConfig overrides (JSON) under every variant's")
+    parser.add_argument("--model_base", default=json.dumps(STUDY_BASE),
+                        help="PlaceConfig overrides (JSON) under every variant's")
     parser.add_argument("--pretrain_args", default="", help="extra pretrain.py flags, e.g. '--preset=base'")
     parser.add_argument("--evaluate_args", default="", help="extra evaluate.py flags, e.g. '--tasks retrieval'")
     parser.add_argument("--jobs", type=int, default=2, help="runs side by side")

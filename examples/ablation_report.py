@@ -30,6 +30,7 @@ HEADLINE = [
 ]
 # the PCMA-knob sweep's table: the cheap tasks that every run evaluates
 SWEEP_COLUMNS = [
+    ("pretraining", "val ITA loss", "val ITA loss (last step)"),
     ("zero_shot", "AUROC combined", "zero-shot AUROC"),
     ("zero_shot", "AUROC observation", "zero-shot AUROC (observations)"),
     ("retrieval", "global P@1", "5x200 P@1"),
@@ -58,11 +59,13 @@ def collect(root: Path) -> dict[str, dict]:
         folder = results.parent.parent
         variant, seed = parse_run(folder.name)
         summary = folder / "model" / "training_summary.json"
-        runs[folder.name] = {
-            "variant": variant, "seed": seed, "table": json.loads(results.read_text())["table"],
-            "training": json.loads(summary.read_text()) if summary.exists() else None,
-            "log": read_jsonl(folder / "train" / "metrics.jsonl"),
-        }
+        training = json.loads(summary.read_text()) if summary.exists() else None
+        table = json.loads(results.read_text())["table"]
+        if training:  # the pretraining's last validation, beside the downstream metrics
+            final = training["final_validation"]
+            table["pretraining"] = {"val ITA loss": final["val_loss_ita"], "val Recall@5": final["val_recall@5"]}
+        runs[folder.name] = {"variant": variant, "seed": seed, "table": table, "training": training,
+                             "log": read_jsonl(folder / "train" / "metrics.jsonl")}
     return runs
 
 
@@ -193,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default="runs/ablation")
     parser.add_argument("--output_dir", default="docs/results/ablation")
-    parser.add_argument("--grounding_model", default="runs/ablation/place_dense/model")
+    parser.add_argument("--grounding_model", default="runs/ablation/place_soft/model")
     parser.add_argument("--image_size", type=int, default=256, help="synthetic image size (as evaluate.py)")
     parser.add_argument("--data_cache", default=None, help="synthetic data cache (default $PLACE_DATA_CACHE)")
     args = parser.parse_args(argv)

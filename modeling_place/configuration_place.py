@@ -68,9 +68,9 @@ class PlaceConfig(PreTrainedConfig):
         logit_scale_init (`float`, defaults to 1/0.07): initial ITA logit scale; clamped to `logit_scale_max`.
         tau_match (`float`, defaults to 0.1): temperature of the sentence-to-observation soft matching.
         tau_pcma (`float`, defaults to 0.1): temperature of the PCMA InfoNCE.
-        pcma_matching (`"hard"` or `"soft"`): the best-matching observation only (the default: it kept the
-            V-PORs distinct longer in our probes; docs/RESULTS.md), or METHOD.md's softmax over observations
-            at `tau_match`. Grounding maps follow the same matching.
+        pcma_matching (`"soft"` or `"hard"`): METHOD.md's softmax over observations at `tau_match` (the default:
+            in the ablation study it grounds best and is level or ahead on every other task; docs/RESULTS.md), or
+            the best-matching observation only. Grounding maps follow the same matching.
         vpoe_attention (`"softmax"` or `"competitive"`): the VPOE's cross-attention, a softmax over patches per
             query, or Slot Attention's softmax over queries per patch (queries compete for patches, so they
             cannot all settle on one).
@@ -109,7 +109,7 @@ class PlaceConfig(PreTrainedConfig):
     logit_scale_max: float = 100.0
     tau_match: float = 0.1
     tau_pcma: float = 0.1
-    pcma_matching: Literal["soft", "hard"] = "hard"
+    pcma_matching: Literal["soft", "hard"] = "soft"
     vpoe_attention: Literal["softmax", "competitive"] = "softmax"
     observation_tokens: Literal["queries", "patches"] = "queries"
     pcma_diversity: float = 0.0

@@ -48,14 +48,24 @@ def test_observation_scores_and_grounding(micro_model):
     maps = micro_model.ground(batch["pixel_values"], sentences.sentence_embeds)
     assert maps.shape == (2, micro_model.config.max_sentences, 32, 32)
     assert maps.min() >= 0 and maps.max() <= 1
-    # hard matching grounds a sentence on its best observation's attention map alone
     observed = micro_model.get_observation_features(batch["pixel_values"])
-    best = torch.einsum("kd,md->km", sentences.sentence_embeds[0], observed.observation_embeds[0]).argmax(-1)
-    attention = observed.observation_attentions[0, best[0]].view(1, 1, 4, 4)
-    expected = torch.nn.functional.interpolate(attention, size=(32, 32), mode="bilinear", align_corners=False)[0, 0]
-    expected = (expected - expected.min()) / (expected.max() - expected.min())
-    assert micro_model.config.pcma_matching == "hard"
-    torch.testing.assert_close(maps[0, 0], expected, atol=1e-5, rtol=1e-5)
+    sims = torch.einsum("kd,md->km", sentences.sentence_embeds[0], observed.observation_embeds[0])
+    attentions = observed.observation_attentions[0]
+
+    def expected_map(weights: torch.Tensor) -> torch.Tensor:
+        heat = torch.nn.functional.interpolate((weights @ attentions).view(1, 1, 4, 4), size=(32, 32),
+                                               mode="bilinear", align_corners=False)[0, 0]
+        return (heat - heat.min()) / (heat.max() - heat.min())
+
+    # soft matching (the default) grounds a sentence on Σ_m softmax_m(sim / τ_match) A_m
+    assert micro_model.config.pcma_matching == "soft"
+    soft = torch.softmax(sims[0] / micro_model.config.tau_match, dim=-1)
+    torch.testing.assert_close(maps[0, 0], expected_map(soft), atol=1e-5, rtol=1e-5)
+    # hard matching, on its best observation's attention map alone
+    micro_model.config.pcma_matching = "hard"
+    hard_maps = micro_model.ground(batch["pixel_values"], sentences.sentence_embeds)
+    torch.testing.assert_close(hard_maps[0, 0], expected_map(torch.nn.functional.one_hot(sims[0].argmax(), 4).float()),
+                               atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -96,6 +96,18 @@ def test_kill_and_resume_is_bit_exact(tmp_path, monkeypatch, tokenizer_dir):
         torch.testing.assert_close(got[name], value, rtol=0, atol=0, msg=name)
 
 
+def test_resume_refuses_checkpoints_of_another_model(tmp_path, tokenizer_dir):
+    def config(matching: str, steps: int) -> TrainConfig:
+        return micro_train_config(tmp_path, max_steps=steps, tokenizer=tokenizer_dir,
+                                  model=micro_config(pcma_matching=matching))
+
+    run_training(config("hard", 2))
+    with pytest.raises(ValueError, match="different model.*pcma_matching: checkpoint 'hard', now 'soft'"):
+        run_training(config("soft", 4))  # e.g. a default changed between the two starts
+    _, summary = run_training(config("hard", 4))  # the same model resumes
+    assert summary["steps"] == 4
+
+
 def test_two_process_ddp_matches_one_process_double_batch(tmp_path, tokenizer_dir):
     common = [f"--model={json.dumps(micro_config())}", "--synthetic_size=16", "--max_steps=3", "--log_every=1",
               "--eval_every=100", "--checkpoint_every=100", "--num_workers=0", "--vocab_size=300", "--max_length=48",

@@ -26,6 +26,9 @@ from modeling_place import PlaceModel
 from processing.processing_place import PlaceProcessor
 
 from .config import TrainConfig
+
+# PlaceConfig.to_dict() entries that differ between equal models (library version, where it was loaded from)
+VOLATILE_CONFIG_KEYS = frozenset({"transformers_version", "_name_or_path", "_commit_hash", "architectures", "auto_map"})
 from .data import EpochShuffleSampler, ImageReportPairs, PairSplits, PlaceCollator
 
 METRICS_LOG = "metrics.jsonl"  # per-log training and validation records, in run_dir and the saved folder
@@ -173,10 +176,30 @@ class PlaceTrainer:
         found = self.checkpoints()
         if not (self.config.resume and found):
             return False
+        self._check_same_model()
         self.accelerator.load_state(str(found[-1]))
         self.accelerator.project_configuration.iteration = int(found[-1].name.split("_")[1]) + 1
         self.accelerator.print(f"resumed from {found[-1]} at step {self.progress.step}")
         return True
+
+    def _model_config(self) -> dict[str, Any]:
+        """The model's configuration minus what does not change the weights' meaning (versions, paths)."""
+        config = self.accelerator.unwrap_model(self.model).config.to_dict()
+        # through JSON, as saved: integer label ids become strings
+        return json.loads(json.dumps({k: v for k, v in config.items() if k not in VOLATILE_CONFIG_KEYS}))
+
+    def _check_same_model(self) -> None:
+        """Refuse to resume checkpoints of a differently configured model (a changed default, other flags)."""
+        saved_path = self.run_dir / "model_config.json"
+        if not saved_path.exists():  # run directories from before this record existed
+            return
+        saved, current = json.loads(saved_path.read_text()), self._model_config()
+        differing = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
+        if differing:
+            details = ", ".join(f"{k}: checkpoint {saved.get(k)!r}, now {current.get(k)!r}"
+                                if not isinstance(current.get(k), dict) else f"{k} (sub-config)" for k in differing[:5])
+            raise ValueError(f"{self.run_dir} holds checkpoints of a different model ({details}). Pass the same "
+                             "--model overrides, a new --run_dir, or --resume=false to start over.")
 
     def _sync_skipped(self) -> None:
         """Add every rank's bad samples since the last sync to the global counter."""
@@ -190,6 +213,7 @@ class PlaceTrainer:
         self.accelerator.save_state()
         if self.accelerator.is_main_process:
             self.config.save(self.run_dir / "train_config.json")
+            (self.run_dir / "model_config.json").write_text(json.dumps(self._model_config(), indent=2, sort_keys=True))
 
     # -- loop --------------------------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
