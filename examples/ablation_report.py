@@ -15,6 +15,7 @@ from pathlib import Path
 from ablation import VARIANTS, parse_run  # the sibling script (examples/ is on sys.path when this runs as a script)
 
 FRACTIONS = ("0.01", "0.1", "1")
+VARIANT_ORDER = ["random_init", *VARIANTS]  # rows, bars and colours follow it
 # (task, metric key in evaluate.py's table, column title) of the headline table
 HEADLINE = [
     ("classification", "AUROC 0.01", "cls AUROC 1%"),
@@ -72,9 +73,7 @@ def collect(root: Path) -> dict[str, dict]:
 def by_variant(runs: dict[str, dict]) -> dict[str, dict[str, dict[str, list[float]]]]:
     """variant → task → metric → values over seeds; random init first, then the study's order of variants."""
     grouped: dict = {}
-    order = ["random_init", *VARIANTS]
-    runs = dict(sorted(runs.items(), key=lambda item: (order.index(item[1]["variant"]), item[1]["seed"])))
-    for run in runs.values():
+    for run in sorted(runs.values(), key=lambda run: (VARIANT_ORDER.index(run["variant"]), run["seed"])):
         for task, row in run["table"].items():
             for metric, value in row.items():
                 grouped.setdefault(run["variant"], {}).setdefault(task, {}).setdefault(metric, []).append(value)
@@ -83,7 +82,7 @@ def by_variant(runs: dict[str, dict]) -> dict[str, dict[str, dict[str, list[floa
 
 def colour(variant: str) -> str:
     """One colour per variant in every plot."""
-    return f"C{['random_init', *VARIANTS].index(variant) % 10}"
+    return f"C{VARIANT_ORDER.index(variant) % 10}"
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -106,13 +105,21 @@ def metric_table(grouped: dict, columns: list[tuple[str, str, str]] = HEADLINE) 
     return "\n".join(lines) + "\n"
 
 
+def save(figure, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def plot_training_curves(runs: dict[str, dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 3, figsize=(15, 4))
     panels = (("validation", "val_loss_ita", "validation ITA loss"), ("validation", "val_recall@5", "validation Recall@5"),
               ("train", "loss", "training loss (all objectives)"))
-    for name, run in runs.items():
+    for run in runs.values():
         for axis, (kind, key, title) in zip(axes, panels):
             points = [(r["step"], r[key]) for r in run["log"] if r["kind"] == kind and key in r]
             if points:
@@ -121,9 +128,7 @@ def plot_training_curves(runs: dict[str, dict], path: Path) -> None:
             axis.set_title(title)
             axis.set_xlabel("step")
     axes[0].legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save(figure, path)
 
 
 def plot_headline(grouped: dict, path: Path) -> None:
@@ -134,14 +139,12 @@ def plot_headline(grouped: dict, path: Path) -> None:
     # variants evaluated on every task (the sweep's runs evaluate only the cheap ones)
     variants = [v for v, tasks in grouped.items() if all(metric in tasks.get(task, {}) for task, metric, _ in HEADLINE)]
     for axis, (task, metric, title) in zip(axes.flat, HEADLINE):
-        stats = [mean_std(grouped[v].get(task, {}).get(metric) or [float("nan")]) for v in variants]
+        stats = [mean_std(grouped[v][task][metric]) for v in variants]
         axis.bar(range(len(variants)), [m for m, _ in stats], yerr=[s for _, s in stats], capsize=3,
                  color=[colour(v) for v in variants])
         axis.set_xticks(range(len(variants)), variants, rotation=60, ha="right", fontsize=7)
         axis.set_title(title, fontsize=9)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save(figure, path)
 
 
 def plot_label_fractions(grouped: dict, path: Path) -> None:
@@ -160,9 +163,7 @@ def plot_label_fractions(grouped: dict, path: Path) -> None:
                               linestyle="--" if variant == "random_init" else "-")
             axis.set(xscale="log", xlabel="labelled fraction (%)", title=title)
     axes[0].legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save(figure, path)
 
 
 def plot_grounding(model_dir: Path, path: Path, data: argparse.Namespace, count: int = 6) -> None:
@@ -187,9 +188,7 @@ def plot_grounding(model_dir: Path, path: Path, data: argparse.Namespace, count:
         axis.contour(mask, levels=[0.5], colors="white", linewidths=1.2)
         axis.set_title(sentence if len(sentence) < 40 else sentence[:37] + "...", fontsize=8)
         axis.axis("off")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save(figure, path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -210,15 +209,15 @@ def main(argv: list[str] | None = None) -> None:
                "variants": {v: {t: {m: dict(zip(("mean", "std"), mean_std(x)), n=len(x)) for m, x in row.items()}
                                 for t, row in tasks.items()} for v, tasks in grouped.items()}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    (out / "table.md").write_text(metric_table(grouped))
-    (out / "sweep.md").write_text(metric_table(grouped, SWEEP_COLUMNS))
+    tables = {"table.md": metric_table(grouped), "sweep.md": metric_table(grouped, SWEEP_COLUMNS)}
+    for name, table in tables.items():
+        (out / name).write_text(table)
     plot_training_curves({k: v for k, v in runs.items() if v["log"]}, out / "training_curves.png")
     plot_label_fractions(grouped, out / "label_fractions.png")
     plot_headline(grouped, out / "headline.png")
     if Path(args.grounding_model).exists():
         plot_grounding(Path(args.grounding_model), out / "grounding.png", args)
-    print(metric_table(grouped))
-    print(metric_table(grouped, SWEEP_COLUMNS))
+    print(*tables.values(), sep="\n")
     print(f"written to {out}/")
 
 

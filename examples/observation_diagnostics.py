@@ -32,11 +32,8 @@ def observation_statistics(model, pixel_values: torch.Tensor) -> dict[str, float
             "distinct_peaks": float(np.mean([len(set(row.tolist())) for row in peaks]))}
 
 
-def diagnose(model, processor, image_processor, split, images: int) -> dict[str, float]:
-    rows = split[:]
-    pixels = pixels_of(image_processor, rows)
-    maps = grounding_maps(model, processor, pixels, rows["sentence"])
-    masks = segmentation_labels(image_processor, rows, "mask").numpy()
+def diagnose(model, processor, pixels: torch.Tensor, sentences: list[str], masks: np.ndarray, images: int) -> dict[str, float]:
+    maps = grounding_maps(model, processor, pixels, sentences)
     return {**observation_statistics(model, pixels[:images]), **grounding_scores(maps, masks)}
 
 
@@ -59,14 +56,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     model, processor, image_processor = load_pretrained(args)
     split = build_split("ground", cache_dir=args.data_cache, image_size=args.image_size)["test"]
-    split = split.select(range(min(args.pairs, len(split))))
-    rows = blind_references(segmentation_labels(image_processor, split[:], "mask").numpy())
+    pairs = split.select(range(min(args.pairs, len(split))))[:]
+    pixels, masks = pixels_of(image_processor, pairs), segmentation_labels(image_processor, pairs, "mask").numpy()
+    rows = blind_references(masks)
     for row in rows:
         print(json.dumps(row), flush=True)
     for source in [None, *args.checkpoints]:
         if source is not None:
             model.load_state_dict(load_file(Path(source) / "model.safetensors"))
-        rows.append({"weights": source or args.model, **diagnose(model, processor, image_processor, split, args.images)})
+        rows.append({"weights": source or args.model,
+                     **diagnose(model, processor, pixels, pairs["sentence"], masks, args.images)})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 

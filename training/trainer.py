@@ -26,11 +26,10 @@ from modeling_place import PlaceModel
 from processing.processing_place import PlaceProcessor
 
 from .config import TrainConfig
+from .data import EpochShuffleSampler, ImageReportPairs, PairSplits, PlaceCollator
 
 # PlaceConfig.to_dict() entries that differ between equal models (library version, where it was loaded from)
 VOLATILE_CONFIG_KEYS = frozenset({"transformers_version", "_name_or_path", "_commit_hash", "architectures", "auto_map"})
-from .data import EpochShuffleSampler, ImageReportPairs, PairSplits, PlaceCollator
-
 METRICS_LOG = "metrics.jsonl"  # per-log training and validation records, in run_dir and the saved folder
 MODEL_INPUTS = ("pixel_values", "input_ids", "attention_mask", "sentence_ids", "sentence_hashes")
 # Parameters that are not weight-decayed besides biases and norms (all 1-D): learned tokens and embeddings.
