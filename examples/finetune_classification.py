@@ -60,7 +60,7 @@ def _fit_linear_probe(head: Any, processor: Any, train: Any, validation: Any, se
                            .split(settings.batch_size))
     validate = lambda: auroc_of(head.classifier(features["validation"]).sigmoid().detach().numpy(),  # noqa: E731
                                 validation, FINDINGS)["auroc"]
-    return fit(LinearProbe(head), steps, validate, settings.epochs, settings.lr)
+    return fit(LinearProbe(head), steps, validate, settings.epochs, settings.lr, schedule=settings.lr_schedule)
 
 
 def parser() -> argparse.ArgumentParser:

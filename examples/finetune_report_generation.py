@@ -17,7 +17,7 @@ from transformers import AutoProcessor
 
 import processing  # noqa: F401  (registers PlaceProcessor with AutoProcessor)
 from evaluation.downstream import (
-    Stopwatch, add_common_arguments, batches, fit, load_split, pixels_of, report_metrics, report_targets,
+    Stopwatch, add_common_arguments, batches, fit, head_seed, load_split, pixels_of, report_metrics, report_targets,
     run_from_command_line, save_head, task_image_processor, write_results,
 )
 from modeling_place import PlaceForReportGeneration
@@ -30,6 +30,7 @@ def run(settings: argparse.Namespace) -> dict:
     train, validation = held_out["train"], held_out["test"]
     text_processor = AutoProcessor.from_pretrained(settings.model)
     tokenizer = text_processor.tokenizer
+    torch.manual_seed(head_seed(settings.seed, 0))  # the same decoder initialisation for every encoder compared
     model = PlaceForReportGeneration.from_pretrained(
         settings.model, decoder_layers=settings.decoder_layers, decoder_hidden_size=settings.decoder_hidden_size,
         decoder_num_heads=settings.decoder_num_heads, decoder_max_length=settings.max_length,
@@ -49,7 +50,7 @@ def run(settings: argparse.Namespace) -> dict:
         return -float(sum(losses) / len(losses))
 
     step_batches = lambda epoch: teacher_forced_batches(train, shuffle=True, seed=epoch)  # noqa: E731
-    trained = fit(model, step_batches, validate, settings.epochs, settings.lr)
+    trained = fit(model, step_batches, validate, settings.epochs, settings.lr, schedule=settings.lr_schedule)
     metrics = report_metrics(model, image_processor, text_processor, data["test"], settings.batch_size,
                              settings.num_beams, settings.max_length - 1)
     print("   test " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "example"))

@@ -72,7 +72,8 @@ TASK_TYPES = {"classification": "image-classification", "zero_shot": "zero-shot-
               "detection": "object-detection", "report_generation": "image-to-text"}
 _METRIC_NAME = re.compile(r"auroc|auc|accuracy|dice|map|bleu|rouge|cider|meteor|precision|p@|recall|pointing|iou|f1",
                           re.IGNORECASE)
-_NOT_METRICS = {"history", "per_label", "example", "prompts", "skipped_labels"}
+# bookkeeping, and the other heads of a `--repeats` run (a card reports the published head's own numbers)
+_NOT_METRICS = {"history", "per_label", "example", "prompts", "skipped_labels", "mean", "std", "repeats"}
 _PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 

@@ -108,11 +108,51 @@ def _run_evaluate(*args: str) -> dict:
     return json.loads(Path(args[args.index("--output_dir") + 1], "results.json").read_text())
 
 
+def test_fit_decays_the_rate_on_a_cosine_and_restores_the_best_epoch():
+    from types import SimpleNamespace
+
+    from evaluation.downstream import epoch_learning_rate, fit
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(3, 1)
+    inputs = torch.randn(64, 3)
+    targets = inputs @ torch.tensor([[1.0], [-2.0], [0.5]])
+
+    class Regressor(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = head
+
+        def forward(self, x: torch.Tensor, labels: torch.Tensor) -> SimpleNamespace:
+            return SimpleNamespace(loss=torch.nn.functional.mse_loss(self.head(x), labels))
+
+    scores = iter([0.1, 0.9, 0.2, 0.3])  # epoch 1 is the best one
+    states = []
+
+    def validate() -> float:
+        states.append(head.weight.detach().clone())
+        return next(scores)
+
+    result = fit(Regressor(), lambda epoch: iter([{"x": inputs, "labels": targets}]), validate, 4, 0.1, log=lambda _: None)
+    assert [h["lr"] for h in result["history"]] == pytest.approx([0.1, 0.1 * 0.5 * (1 + np.cos(np.pi / 4)), 0.05,
+                                                                  0.1 * 0.5 * (1 + np.cos(3 * np.pi / 4))])
+    assert epoch_learning_rate(0.1, 4, 4) == pytest.approx(0.0)
+    assert result["best_epoch"] == 1 and result["best_validation"] == 0.9
+    assert torch.equal(head.weight, states[1]) and not torch.equal(states[1], states[-1])
+    # the ablation study's light budget keeps the constant rate it was run with
+    scores = iter([0.1, 0.2])
+    constant = fit(Regressor(), lambda epoch: iter([{"x": inputs, "labels": targets}]), validate, 2, 0.1,
+                   log=lambda _: None, schedule="constant")
+    assert [h["lr"] for h in constant["history"]] == [0.1, 0.1]
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        fit(Regressor(), lambda epoch: iter([]), validate, 1, 0.1, schedule="linear")
+
+
 def test_evaluate_script_quick_writes_every_task_and_random_init_baseline(micro_folder, tmp_path):
     common = ["--quick", "--image_size", "64", "--data_cache", str(tmp_path / "data")]
     saved = _run_evaluate("--model", str(micro_folder), "--output_dir", str(tmp_path / "pre"), *common)
     baseline = _run_evaluate("--model", str(micro_folder), "--output_dir", str(tmp_path / "rand"), "--random_init",
-                             "--seed", "3", *common)
+                             "--seed", "3", "--repeats", "2", *common)
     tasks = {"classification", "zero_shot", "retrieval", "segmentation", "detection", "report_generation"}
     assert set(saved["table"]) == set(baseline["table"]) == tasks and saved["quick"] is True
     values = [value for row in saved["table"].values() for value in row.values()]
@@ -120,6 +160,12 @@ def test_evaluate_script_quick_writes_every_task_and_random_init_baseline(micro_
     assert all(0.0 <= value <= 1.0 for task in ("classification", "retrieval", "segmentation")
                for value in saved["table"][task].values())
     assert "| classification |" in (tmp_path / "pre" / "results.md").read_text()
+    # two heads per fraction: the table has their mean and std, the details each head and the one kept
+    assert "mAP 1 std" in baseline["table"]["detection"] and "mAP 1 std" not in saved["table"]["detection"]
+    detection = baseline["details"]["detection"]["results"]["1"]
+    assert len(detection["repeats"]) == 2 and detection["kept_repeat"] in (0, 1)
+    assert baseline["table"]["detection"]["mAP 1"] == pytest.approx(np.mean([r["test_map"] for r in detection["repeats"]]))
+    assert detection["test_map"] == detection["repeats"][detection["kept_repeat"]]["test_map"]
     random_dir = tmp_path / "rand" / "random-init-encoder"
     assert baseline["model"] == str(random_dir)
     assert PlaceConfig.from_pretrained(random_dir).to_dict()["num_queries"] == 4
@@ -146,3 +192,64 @@ def test_observation_diagnostics_reports_collapse_and_grounding(micro_folder, tm
     assert rows[0] == {**rows[1], "weights": rows[0]["weights"]}  # the same weights give the same numbers
     assert -1.0 <= rows[0]["vpor_cosine"] <= 1.0 and 1 <= rows[0]["distinct_peaks"] <= 4
     assert 0.0 <= rows[0]["pointing_game"] <= 1.0 and 0.0 <= rows[0]["miou"] <= 1.0
+
+
+def test_patch_probe_scores_every_level_of_pretrained_and_random_weights(micro_folder, tmp_path):
+    command = [sys.executable, str(REPO / "examples" / "patch_probe.py"), "--model", str(micro_folder),
+               "--size", "40", "--train_images", "30", "--test_images", "20", "--image_size", "64",
+               "--data_cache", str(tmp_path / "data")]
+    runs = [subprocess.run(command + extra, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+            for extra in ([], ["--random_init"])]
+    for result in runs:
+        assert result.returncode == 0, result.stderr[-3000:]
+    pretrained, random = ([json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")] for r in runs)
+    assert [row["level"] for row in pretrained] == ["block 1", "final norm"]  # the micro ViT has one block
+    assert random[0]["model"] == f"random init of {micro_folder}"
+    for row in pretrained + random:
+        assert row["pixel_r2"] <= 1.0 and 0.0 <= row["lesion_patch_auroc"] <= 1.0
+    assert len(random) == len(pretrained)
+
+
+def test_lesion_patches_marks_the_patches_a_box_overlaps():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("patch_probe", REPO / "examples" / "patch_probe.py")
+    patch_probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(patch_probe)
+    # one box over x in [0.3, 0.6), y in [0.0, 0.2) on a 4×4 grid: columns 1–2 of row 0; an image without boxes
+    boxes = torch.tensor([[0.45, 0.1, 0.3, 0.2]])
+    marks = patch_probe.lesion_patches([{"boxes": boxes}, {"boxes": torch.zeros(0, 4)}], grid=4).reshape(2, 4, 4)
+    expected = np.zeros((4, 4), bool)
+    expected[0, 1:3] = True
+    assert np.array_equal(marks[0], expected) and not marks[1].any()
+
+
+def test_light_budget_keeps_the_studys_constant_rate_and_the_full_budget_decays_it():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("evaluate_script", REPO / "examples" / "evaluate.py")
+    script = importlib.util.module_from_spec(spec)
+    saved_path = list(sys.path)
+    try:
+        spec.loader.exec_module(script)
+    finally:
+        sys.path[:] = saved_path  # the script puts examples/ first, where its evaluate.py shadows `evaluate`
+    common = script.argparse.Namespace(model="place-cxr", output_dir="o", image_size=64, data_cache=None, seed=0,
+                                       quick=False, budget="light", repeats=1)
+    for name in ("classification", "segmentation", "detection", "report_generation"):
+        assert script.task_settings(script.TASKS[name], common, name).lr_schedule == "constant"
+        common.budget = "full"
+        assert script.task_settings(script.TASKS[name], common, name).lr_schedule == "cosine"
+        common.budget = "light"
+
+
+def test_summarise_repeats_averages_test_numbers_and_keeps_the_chosen_heads_own():
+    from evaluation.downstream import head_seed, summarise_repeats
+
+    runs = [{"test_map": 0.2, "best_validation": 0.5, "history": [1]}, {"test_map": 0.4, "best_validation": 0.7, "history": [2]}]
+    summary = summarise_repeats(runs, kept=1)
+    assert summary["test_map"] == 0.4 and summary["history"] == [2] and summary["repeats"] == runs
+    assert summary["mean"] == {"test_map": pytest.approx(0.3)}
+    assert summary["std"] == {"test_map": pytest.approx(np.std([0.2, 0.4], ddof=1))}
+    assert summarise_repeats(runs[:1], kept=0) == runs[0]  # one head: its own results, nothing added
+    assert len({head_seed(seed, repeat) for seed in range(3) for repeat in range(3)}) == 9

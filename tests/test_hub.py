@@ -472,3 +472,12 @@ def test_local_hub_revisions_and_errors():
         batch = json.loads(_call(hub, "POST", "/o/r.git/info/lfs/objects/batch", lfs_body.encode())[1])
         assert batch["objects"][0]["actions"]["upload"]["href"] == f"{hub.url}/lfs-upload/{'0' * 64}"
         assert _call(hub, "PUT", f"/lfs-upload/{'0' * 64}", b"not matching")[0] == 400
+
+
+def test_card_of_a_repeats_run_reports_the_published_heads_own_numbers(tmp_path):
+    own, other = {"test_map": 0.31, "best_validation": 0.3}, {"test_map": 0.25, "best_validation": 0.2}
+    fraction = {**own, "mean": {"test_map": 0.28}, "std": {"test_map": 0.04}, "kept_repeat": 0, "repeats": [own, other]}
+    path = tmp_path / "detection.json"
+    path.write_text(json.dumps({"task": "detection/opacity", "results": {"1": fraction}}))
+    results = eval_results_from_file(path, "detection")
+    assert [(r.metric_name, r.metric_value) for r in results] == [("1/test_map", 0.31)]
