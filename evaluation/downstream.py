@@ -157,12 +157,15 @@ def fine_tune_fractions(
     `train_examples`) and the folders `<output_dir>/<name>-<fraction>` keyed by Hub repository suffix
     `-<repo_name>-<fraction>`, as `write_results` takes them.
     """
+    repeats = getattr(settings, "repeats", 1)
+    if repeats < 1:
+        raise ValueError(f"--repeats must be at least 1 (heads per label fraction), got {repeats}")
     results, heads = {}, {}
     for fraction in settings.fractions:
         print(f"-- {name}, fraction {fraction:.0%}")
         subset = fraction_of(train, fraction, settings.seed)
         trained = []
-        for repeat in range(getattr(settings, "repeats", 1)):
+        for repeat in range(repeats):
             settings.head_seed = head_seed(settings.seed, repeat)
             torch.manual_seed(settings.head_seed)
             trained.append(train_head(subset))

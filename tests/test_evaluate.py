@@ -253,3 +253,13 @@ def test_summarise_repeats_averages_test_numbers_and_keeps_the_chosen_heads_own(
     assert summary["std"] == {"test_map": pytest.approx(np.std([0.2, 0.4], ddof=1))}
     assert summarise_repeats(runs[:1], kept=0) == runs[0]  # one head: its own results, nothing added
     assert len({head_seed(seed, repeat) for seed in range(3) for repeat in range(3)}) == 9
+
+
+def test_fine_tune_fractions_refuses_zero_repeats():
+    from types import SimpleNamespace
+
+    from evaluation.downstream import fine_tune_fractions
+
+    settings = SimpleNamespace(repeats=0, fractions=[1.0], seed=0, output_dir="unused")
+    with pytest.raises(ValueError, match="--repeats must be at least 1"):
+        fine_tune_fractions(settings, [], "detection", "detection", lambda subset: None)
