@@ -55,10 +55,9 @@ BUDGETS = {"full": BUDGET, "light": LIGHT}
 def task_settings(module, common: argparse.Namespace, name: str) -> argparse.Namespace:
     """The task script's defaults, the shared flags, then the budget (or --quick) overrides."""
     settings = module.parser().parse_args(["--model", common.model])
-    for key in ("output_dir", "image_size", "data_cache", "seed"):
-        setattr(settings, key, getattr(common, key))
-    if hasattr(settings, "repeats"):  # the tasks with label fractions
-        settings.repeats = common.repeats
+    for key in ("output_dir", "image_size", "data_cache", "seed", "repeats"):
+        if hasattr(settings, key):  # `repeats`: only the tasks with label fractions
+            setattr(settings, key, getattr(common, key))
     overrides = QUICK if common.quick else BUDGETS[common.budget][name]
     for key, value in overrides.items():
         if hasattr(settings, key):
