@@ -33,6 +33,11 @@ _PRESETS: dict[str, dict[str, Any]] = {
         "vpoe_num_heads": 3,
         "fusion_num_heads": 3,
         "text_pooling": "mean",  # the tiny preset trains its text tower from scratch (see PlaceConfig)
+        # The VPOE measured best at 1,200 CPU steps (docs/RESULTS.md, section 8): queries that can look at a
+        # place ground 2x better, and a sentence reads its best observation's map.
+        "num_queries": 32,
+        "pcma_matching": "hard",
+        "vpoe_key_positions": "sincos",
     },
     "base": {
         "vision_config": {"architecture": "vit_base_patch16_224", "model_args": {"img_size": 224}},
@@ -68,9 +73,9 @@ class PlaceConfig(PreTrainedConfig):
         logit_scale_init (`float`, defaults to 1/0.07): initial ITA logit scale; clamped to `logit_scale_max`.
         tau_match (`float`, defaults to 0.1): temperature of the sentence-to-observation soft matching.
         tau_pcma (`float`, defaults to 0.1): temperature of the PCMA InfoNCE.
-        pcma_matching (`"soft"` or `"hard"`): METHOD.md's softmax over observations at `tau_match` (the default:
-            in the ablation study it grounds best and is level or ahead on every other task; docs/RESULTS.md), or
-            the best-matching observation only. Grounding maps follow the same matching.
+        pcma_matching (`"soft"` or `"hard"`): METHOD.md's softmax over observations at `tau_match`, or the
+            best-matching observation only (the `tiny` preset's choice, with `vpoe_key_positions="sincos"`;
+            docs/RESULTS.md, section 8). Grounding maps follow the same matching.
         vpoe_attention (`"softmax"` or `"competitive"`): the VPOE's cross-attention, a softmax over patches per
             query, or Slot Attention's softmax over queries per patch (queries compete for patches, so they
             cannot all settle on one).
@@ -78,6 +83,11 @@ class PlaceConfig(PreTrainedConfig):
             (METHOD.md), or every patch token itself, normalised and projected (M = N, attention = identity), which
             makes PCMA a FILIP-style sentence-to-patch alignment and grounding a sentence-to-patch similarity map
             (the candidate fix for collapsed observations; docs/RESULTS.md).
+        vpoe_key_positions (`"none"` or `"sincos"`): what the VPOE's cross-attention keys carry besides the patch
+            tokens: nothing (METHOD.md), or a fixed 2-D sine-cosine position code added to every key (DETR), so a
+            query can attend to a place and not only to content; the values stay the patch tokens. The class
+            default is METHOD.md's "none", so folders saved before the option load unchanged; the `tiny` preset
+            turns it on.
         pcma_diversity (`float`, defaults to 0): weight of a term added to L_PCMA, the mean squared cosine between
             an image's different V-PORs (keeps the observations from collapsing into one global vector).
         text_pooling (`"cls"` or `"mean"`): the report's global token, CLS (METHOD.md; right for a pretrained
@@ -112,6 +122,7 @@ class PlaceConfig(PreTrainedConfig):
     pcma_matching: Literal["soft", "hard"] = "soft"
     vpoe_attention: Literal["softmax", "competitive"] = "softmax"
     observation_tokens: Literal["queries", "patches"] = "queries"
+    vpoe_key_positions: Literal["none", "sincos"] = "none"
     pcma_diversity: float = 0.0
     text_pooling: Literal["cls", "mean"] = "cls"
     ce_mode: Literal["dense", "masked"] = "dense"
@@ -207,6 +218,10 @@ class PlaceConfig(PreTrainedConfig):
         if self.observation_tokens not in ("queries", "patches"):
             raise ValueError(
                 f"PlaceConfig.observation_tokens must be 'queries' or 'patches', got {self.observation_tokens!r}."
+            )
+        if self.vpoe_key_positions not in ("none", "sincos"):
+            raise ValueError(
+                f"PlaceConfig.vpoe_key_positions must be 'none' or 'sincos', got {self.vpoe_key_positions!r}."
             )
         if not 0.0 < self.mask_ratio < 1.0:
             raise ValueError(f"PlaceConfig.mask_ratio must lie in (0, 1), got {self.mask_ratio!r}.")

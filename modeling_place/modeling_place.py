@@ -100,11 +100,17 @@ class PlaceAttention(nn.Module):
         return x.view(batch, length, self.num_heads, dim // self.num_heads).transpose(1, 2)
 
     def forward(
-        self, query: Tensor, key_value: Tensor, key_padding_mask: Tensor | None = None, need_weights: bool = False
+        self,
+        query: Tensor,
+        key_value: Tensor,
+        key_padding_mask: Tensor | None = None,
+        need_weights: bool = False,
+        key_position: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        """`key_padding_mask` is `(B, Lk)` with True for keys that take part."""
+        """`key_padding_mask` is `(B, Lk)` with True for keys that take part; `key_position` `(Lk, D)` is added
+        to the keys only (DETR), so the values stay pure content."""
         q = self._split_heads(self.q_proj(query))
-        k, v = (self._split_heads(t) for t in self.kv_proj(key_value).chunk(2, dim=-1))
+        k, v = (self._split_heads(t) for t in self._keys_values(key_value, key_position))
         mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :].bool()
         if need_weights or self.competitive:
             weights = self._weights(q, k, mask)
@@ -114,6 +120,13 @@ class PlaceAttention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         out = out.transpose(1, 2).flatten(2)
         return self.out_proj(out), None if weights is None or not need_weights else weights.mean(dim=1)
+
+    def _keys_values(self, key_value: Tensor, key_position: Tensor | None) -> tuple[Tensor, Tensor]:
+        if key_position is None:
+            return self.kv_proj(key_value).chunk(2, dim=-1)
+        key_weight, value_weight = self.kv_proj.weight.chunk(2, dim=0)
+        key_bias, value_bias = self.kv_proj.bias.chunk(2, dim=0)
+        return F.linear(key_value + key_position, key_weight, key_bias), F.linear(key_value, value_weight, value_bias)
 
     def _weights(self, q: Tensor, k: Tensor, mask: Tensor | None) -> Tensor:
         """`(B, H, Lq, Lk)` attention weights. Competitive (Slot Attention): softmax over the *queries*, so the
@@ -154,12 +167,30 @@ class PlaceVPOELayer(nn.Module):
         self.mlp_norm = nn.LayerNorm(dim)
         self.mlp = PlaceMLP(dim, 4 * dim, dim)
 
-    def forward(self, queries: Tensor, patches: Tensor, need_weights: bool) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self, queries: Tensor, patches: Tensor, need_weights: bool, key_position: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         normed = self.self_norm(queries)
         queries = queries + self.self_attn(normed, normed)[0]
-        attended, weights = self.cross_attn(self.cross_norm(queries), patches, need_weights=need_weights)
+        attended, weights = self.cross_attn(
+            self.cross_norm(queries), patches, need_weights=need_weights, key_position=key_position
+        )
         queries = queries + attended
         return queries + self.mlp(self.mlp_norm(queries)), weights
+
+
+def sincos_positions_2d(num_patches: int, dim: int) -> Tensor:
+    """Fixed 2-D sine-cosine codes `(N, dim)` of a square patch grid (row-major): half the channels code the
+    row, half the column, each as sines and cosines at geometric frequencies (MAE, DETR)."""
+    grid = math.isqrt(num_patches)
+    if grid * grid != num_patches:
+        raise ValueError(f"sine-cosine key positions need a square patch grid, got {num_patches} patches.")
+    frequencies = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))
+    angles = torch.arange(grid, dtype=torch.float32)[:, None] * frequencies  # (grid, dim/4)
+    codes = torch.cat([angles.sin(), angles.cos()], dim=1)  # (grid, dim/2)
+    rows = codes[:, None, :].expand(grid, grid, -1)
+    cols = codes[None, :, :].expand(grid, grid, -1)
+    return torch.cat([rows, cols], dim=-1).reshape(num_patches, dim)
 
 
 class PlaceObservationExtractor(nn.Module):
@@ -182,6 +213,9 @@ class PlaceObservationExtractor(nn.Module):
         )
         self.final_norm = nn.LayerNorm(vision_dim)
         self.projection = PlaceMLP(vision_dim, vision_dim, config.projection_dim)
+        self.key_positions = config.vpoe_key_positions == "sincos"
+        if self.key_positions and vision_dim % 4:
+            raise ValueError(f"vpoe_key_positions='sincos' needs a vision width divisible by 4, got {vision_dim}.")
 
     def forward(self, patches: Tensor) -> tuple[Tensor, Tensor]:
         """`patches (B, N, D_v)` → normalised V-PORs `(B, M, d)` and attention `(B, M, N)`."""
@@ -190,9 +224,10 @@ class PlaceObservationExtractor(nn.Module):
             identity = torch.eye(patches.shape[1], device=patches.device, dtype=patches.dtype)
             return self._embed(patches), identity.expand(patches.shape[0], -1, -1)
         queries = self.queries.unsqueeze(0).expand(patches.shape[0], -1, -1)
+        positions = sincos_positions_2d(patches.shape[1], patches.shape[2]).to(patches) if self.key_positions else None
         weights = None
         for index, layer in enumerate(self.layers):
-            queries, weights = layer(queries, patches, need_weights=index == len(self.layers) - 1)
+            queries, weights = layer(queries, patches, index == len(self.layers) - 1, positions)
         return self._embed(queries), weights
 
     def _embed(self, tokens: Tensor) -> Tensor:

@@ -82,6 +82,7 @@ def test_observation_scores_and_grounding(micro_model):
         ({"text_pooling": "max"}, "text_pooling"),
         ({"vpoe_attention": "sparse"}, "vpoe_attention"),
         ({"observation_tokens": "pixels"}, "observation_tokens"),
+        ({"vpoe_key_positions": "learned"}, "vpoe_key_positions"),
         ({"vpoe_query_init_std": 0.0}, "vpoe_query_init_std"),
         ({"vision_config": {"architecture": "resnet50"}}, "architecture"),
     ],
@@ -143,6 +144,49 @@ def test_competitive_attention_matches_a_loop_reference_and_masks_keys():
     torch.testing.assert_close(out[0], attention.out_proj(torch.cat(heads, dim=1)), atol=1e-5, rtol=1e-5)
     assert weights[0, :, 4].abs().max() == 0
 
+def test_key_positions_move_only_the_keys_and_code_the_grid():
+    from modeling_place.modeling_place import PlaceAttention, sincos_positions_2d
+
+    torch.manual_seed(0)
+    attention = PlaceAttention(8, 2)
+    queries, patches = torch.randn(1, 3, 8), torch.randn(1, 4, 8)
+    positions = sincos_positions_2d(4, 8)
+    plain, plain_weights = attention(queries, patches, need_weights=True)
+    zero, zero_weights = attention(queries, patches, need_weights=True, key_position=torch.zeros(4, 8))
+    torch.testing.assert_close(zero_weights, plain_weights)  # a zero code changes nothing
+    placed, placed_weights = attention(queries, patches, need_weights=True, key_position=positions)
+    key_weight, value_weight = attention.kv_proj.weight.chunk(2)
+    key_bias, value_bias = attention.kv_proj.bias.chunk(2)
+    q = attention.q_proj(queries)[0].view(3, 2, 4)
+    k = ((patches[0] + positions) @ key_weight.T + key_bias).view(4, 2, 4)
+    v = (patches[0] @ value_weight.T + value_bias).view(4, 2, 4)  # values carry no position
+    per_head = [((q[:, h] @ k[:, h].T) / 2.0).softmax(-1) for h in range(2)]
+    expected = attention.out_proj(torch.cat([w @ v[:, h] for h, w in enumerate(per_head)], dim=1))
+    torch.testing.assert_close(placed[0], expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(placed_weights[0], sum(per_head) / 2, atol=1e-5, rtol=1e-5)
+    # rows and columns of a 2x2 grid: the first half codes the row, the second the column
+    assert torch.equal(positions[0, :4], positions[1, :4]) and torch.equal(positions[0, 4:], positions[2, 4:])
+    assert not torch.equal(positions[0], positions[3])
+    with pytest.raises(ValueError, match="square"):
+        sincos_positions_2d(6, 8)
+
+
+def test_key_positions_config_trains_and_changes_the_observations():
+    config = PlaceConfig(**micro_config(vpoe_key_positions="sincos"))
+    torch.manual_seed(0)
+    model = PlaceModel(config)
+    batch = random_batch(config, 2)
+    model(**batch, return_loss=True).loss.backward()
+    assert model.observation_extractor.queries.grad is not None
+    plain = PlaceModel(PlaceConfig(**micro_config())).eval()
+    plain.load_state_dict(model.state_dict())  # no new parameters: the codes are fixed
+    model.eval()
+    with torch.no_grad():
+        placed = model.get_observation_features(batch["pixel_values"]).observation_attentions
+        unplaced = plain.get_observation_features(batch["pixel_values"]).observation_attentions
+    assert not torch.allclose(placed, unplaced, atol=1e-4)
+
+
 def test_patch_observations_train_every_parameter_and_ground_on_the_best_patch():
     config = PlaceConfig(**micro_config(observation_tokens="patches", pcma_matching="soft"))
     torch.manual_seed(0)
@@ -176,6 +220,9 @@ def test_presets():
     tiny, base = PlaceConfig.from_preset("tiny"), PlaceConfig.from_preset("base")
     assert tiny.vision_config.model_args["depth"] == 4 and base.text_config.num_hidden_layers == 12
     assert base.vision_config.architecture == "vit_base_patch16_224" and base.patch_size == 16
+    # the tiny preset carries the VPOE measured best on the CPU (RESULTS.md, section 8); the class keeps METHOD.md's
+    assert (tiny.num_queries, tiny.pcma_matching, tiny.vpoe_key_positions) == (32, "hard", "sincos")
+    assert (base.num_queries, base.pcma_matching, base.vpoe_key_positions) == (16, "soft", "none")
     with pytest.raises(ValueError, match="preset"):
         PlaceConfig.from_preset("huge")
 

@@ -185,6 +185,14 @@ def test_config_file_and_overrides(tmp_path):
         load_train_config(["--max_steps=ten"])
 
 
+def test_help_lists_every_option_with_its_default(capsys):
+    with pytest.raises(SystemExit) as stop:
+        load_train_config(["--help"])
+    assert stop.value.code == 0
+    text = capsys.readouterr().out
+    assert "--max_steps" in text and "--model" in text and "default 'tiny'" in text
+
+
 def test_recall_at_k():
     embeds = torch.eye(4)
     assert recall_at_k(embeds, embeds) == {"recall@1": 1.0, "recall@5": 1.0}

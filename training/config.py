@@ -162,8 +162,22 @@ def _parse_overrides(argv: list[str], types: dict[str, Any]) -> tuple[str | None
     return config_file, overrides
 
 
+def train_config_usage() -> str:
+    """The `--help` text: the call shape, then every option with its default."""
+    lines = ["usage: [config.yaml|json] [--key=value ...]  (defaults < file < command line)", "", "options:"]
+    defaults = TrainConfig()
+    for option in dataclasses.fields(TrainConfig):
+        lines.append(f"  --{option.name:<24} default {getattr(defaults, option.name)!r}")
+    return "\n".join(lines)
+
+
 def load_train_config(argv: list[str] | None = None) -> TrainConfig:
-    """`[config.yaml|json] [--key=value ...]` → a validated `TrainConfig` (unknown keys are errors)."""
+    """`[config.yaml|json] [--key=value ...]` → a validated `TrainConfig` (unknown keys are errors).
+
+    `-h` / `--help` prints `train_config_usage()` and exits."""
+    if {"-h", "--help"} & set(argv or []):
+        print(train_config_usage())
+        raise SystemExit(0)
     types = typing.get_type_hints(TrainConfig)
     config_file, overrides = _parse_overrides(list(argv or []), types)
     values = _read_file(config_file) if config_file else {}
