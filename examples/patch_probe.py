@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         model, _, image_processor = load_pretrained(argparse.Namespace(model=source))
     name = f"random init of {args.model}" if args.random_init else args.model
     data = load_split("detect", args)
-    train = probe_inputs(model, image_processor, data["train"].select(range(min(args.train_images, len(data["train"]))))[:])
-    test = probe_inputs(model, image_processor, data["test"].select(range(min(args.test_images, len(data["test"]))))[:])
+    train, test = (probe_inputs(model, image_processor, data[part].select(range(min(count, len(data[part]))))[:])
+                   for part, count in (("train", args.train_images), ("test", args.test_images)))
     rows = []
     for level, (fit_tokens, test_tokens) in enumerate(zip(train[0], test[0])):
         pixels = Ridge(alpha=1.0).fit(fit_tokens, train[1]).predict(test_tokens)

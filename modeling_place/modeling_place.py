@@ -7,6 +7,7 @@ correlation-exploration head, then `PlacePreTrainedModel` and `PlaceModel`. The 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -193,6 +194,12 @@ def sincos_positions_2d(num_patches: int, dim: int) -> Tensor:
     return torch.cat([rows, cols], dim=-1).reshape(num_patches, dim)
 
 
+@functools.lru_cache(maxsize=8)
+def _key_positions(num_patches: int, dim: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """`sincos_positions_2d` built once per grid, device and dtype: the VPOE reads it on every forward (read-only)."""
+    return sincos_positions_2d(num_patches, dim).to(device=device, dtype=dtype)
+
+
 class PlaceObservationExtractor(nn.Module):
     """VPOE: M learnable queries decode the patch tokens into V-PORs; the last cross-attention is kept.
 
@@ -224,7 +231,7 @@ class PlaceObservationExtractor(nn.Module):
             identity = torch.eye(patches.shape[1], device=patches.device, dtype=patches.dtype)
             return self._embed(patches), identity.expand(patches.shape[0], -1, -1)
         queries = self.queries.unsqueeze(0).expand(patches.shape[0], -1, -1)
-        positions = sincos_positions_2d(patches.shape[1], patches.shape[2]).to(patches) if self.key_positions else None
+        positions = _key_positions(*patches.shape[1:], patches.device, patches.dtype) if self.key_positions else None
         weights = None
         for index, layer in enumerate(self.layers):
             queries, weights = layer(queries, patches, index == len(self.layers) - 1, positions)
