@@ -86,10 +86,17 @@ class PlaceHeadPreTrainedModel(PlacePreTrainedModel):
     """A head on PLACE's image encoder: builds `vision_model` (+ optionally the VPOE) and handles freezing."""
 
     input_modalities = ("image",)
+    # A head starts from a pretrained PLACE folder whose text side and pretraining heads it does not use: drop
+    # them quietly instead of listing ~80 "unexpected" keys. A key of any other model is still reported.
+    _keys_to_ignore_on_load_unexpected = [
+        r"^text_model\.", r"^(text|vision|sentence)_projection\.", r"^correlation_head\.", r"^logit_scale$",
+    ]
 
     def __init__(self, config: PlaceConfig, with_observations: bool = False, **head_options: Any) -> None:
         # `from_pretrained(folder, decoder_layers=2)` passes options the saved config lacks as model kwargs
         super().__init__(fill_head_defaults(config, **head_options))
+        if not with_observations:  # read by `post_init`, which the subclass calls at the end of its __init__
+            self._keys_to_ignore_on_load_unexpected = [*self._keys_to_ignore_on_load_unexpected, r"^observation_extractor\."]
         self.vision_model = TimmWrapperModel(config.vision_config)
         self.observation_extractor = (
             PlaceObservationExtractor(config, self.vision_width) if with_observations else None

@@ -82,6 +82,27 @@ def test_head_loads_pretrained_encoder_and_keeps_it_frozen(pretrained_dir, auto_
     assert torch.isfinite(_main_output(output)).all()
 
 
+@pytest.mark.parametrize("auto_class", list(HEADS))
+def test_head_from_pretraining_folder_reports_only_its_new_weights(pretrained_dir, auto_class):
+    head_class, kwargs = HEADS[auto_class]
+    head, info = head_class.from_pretrained(pretrained_dir, output_loading_info=True, **kwargs)
+    assert len(info["unexpected_keys"]) == 0
+    pretrained = {name for name, _ in PlaceModel.from_pretrained(pretrained_dir).named_parameters()}
+    new = {name for name, _ in head.named_parameters() if name not in pretrained}
+    assert new and set(info["missing_keys"]) == new
+
+
+def test_head_still_reports_keys_of_another_model(pretrained_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(pretrained_dir / "model.safetensors")
+    state["stranger.weight"] = torch.zeros(2)
+    save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    (tmp_path / "config.json").write_text((pretrained_dir / "config.json").read_text())
+    _, info = PlaceForImageClassification.from_pretrained(tmp_path, num_labels=3, output_loading_info=True)
+    assert set(info["unexpected_keys"]) == {"stranger.weight"}
+
+
 def test_report_generation_reads_patch_observations(tmp_path):
     torch.manual_seed(0)
     PlaceModel(PlaceConfig(**micro_config(observation_tokens="patches"))).save_pretrained(tmp_path)
