@@ -132,8 +132,8 @@ def fit_labelled(
     (masks, boxes), since they are mapped into the eval-mode crop.
     """
 
-    # A small label fraction is passed over several times per epoch, so that every fraction gets the same
-    # number of optimiser steps (and of validations) instead of a handful of steps at 1 %.
+    # A small label fraction is passed over several times per epoch (up to `min_epoch_examples`), so that it gets
+    # enough optimiser steps between validations instead of a handful of steps at 1 %.
     passes = max(1, math.ceil(getattr(settings, "min_epoch_examples", 0) / max(len(train), 1)))
 
     def step_batches(epoch: int) -> Iterator[dict[str, Any]]:

@@ -224,7 +224,7 @@ def test_lesion_patches_marks_the_patches_a_box_overlaps():
     assert np.array_equal(marks[0], expected) and not marks[1].any()
 
 
-def test_light_budget_keeps_the_studys_constant_rate_and_the_full_budget_decays_it():
+def test_light_budget_keeps_the_studys_rate_and_epoch_size_and_the_full_budget_changes_both():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("evaluate_script", REPO / "examples" / "evaluate.py")
@@ -240,6 +240,11 @@ def test_light_budget_keeps_the_studys_constant_rate_and_the_full_budget_decays_
         assert script.task_settings(script.TASKS[name], common, name).lr_schedule == "constant"
         common.budget = "full"
         assert script.task_settings(script.TASKS[name], common, name).lr_schedule == "cosine"
+        common.budget = "light"
+    for name in ("segmentation", "detection"):  # small label fractions: examples per epoch (docs/RESULTS.md, 9)
+        assert script.task_settings(script.TASKS[name], common, name).min_epoch_examples == 500
+        common.budget = "full"
+        assert script.task_settings(script.TASKS[name], common, name).min_epoch_examples == 1000
         common.budget = "light"
 
 
