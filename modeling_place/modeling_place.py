@@ -123,11 +123,11 @@ class PlaceAttention(nn.Module):
         return self.out_proj(out), None if weights is None or not need_weights else weights.mean(dim=1)
 
     def _keys_values(self, key_value: Tensor, key_position: Tensor | None) -> tuple[Tensor, Tensor]:
+        keys, values = self.kv_proj(key_value).chunk(2, dim=-1)
         if key_position is None:
-            return self.kv_proj(key_value).chunk(2, dim=-1)
-        key_weight, value_weight = self.kv_proj.weight.chunk(2, dim=0)
-        key_bias, value_bias = self.kv_proj.bias.chunk(2, dim=0)
-        return F.linear(key_value + key_position, key_weight, key_bias), F.linear(key_value, value_weight, value_bias)
+            return keys, values
+        # W_k (x + p) + b_k = (W_k x + b_k) + W_k p: project the (N, D) code once, not once per image
+        return keys + F.linear(key_position, self.kv_proj.weight[: keys.shape[-1]]), values
 
     def _weights(self, q: Tensor, k: Tensor, mask: Tensor | None) -> Tensor:
         """`(B, H, Lq, Lk)` attention weights. Competitive (Slot Attention): softmax over the *queries*, so the

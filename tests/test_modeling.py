@@ -144,6 +144,7 @@ def test_competitive_attention_matches_a_loop_reference_and_masks_keys():
     torch.testing.assert_close(out[0], attention.out_proj(torch.cat(heads, dim=1)), atol=1e-5, rtol=1e-5)
     assert weights[0, :, 4].abs().max() == 0
 
+
 def test_key_positions_move_only_the_keys_and_code_the_grid():
     from modeling_place.modeling_place import PlaceAttention, sincos_positions_2d
 
