@@ -1,6 +1,7 @@
 """Object detection on the synthetic benchmark: a dense box head on the frozen ViT patch grid.
 
     python examples/finetune_detection.py --model place-tiny --task opacity
+    python examples/finetune_detection.py --model place-tiny --trunk_layers 0   # evaluate.py's encoder comparison
 
 Protocol (METHOD.md): FCOS-style patch assignment, focal + L1 + GIoU loss, label fractions 1/10/100 %, the
 epoch with the best validation mAP is kept; test mAP over IoU 0.40:0.05:0.75 and COCO mAP (0.50:0.95).
@@ -15,6 +16,7 @@ from evaluation.downstream import (
     fine_tune_fractions, fit_labelled, load_head, load_split, run_from_command_line, write_results,
 )
 from modeling_place import PlaceForObjectDetection
+from modeling_place.heads_place import HEAD_DEFAULTS
 from processing.synthetic_cxr import DEVICES, OPACITY_FINDINGS
 
 
@@ -24,7 +26,8 @@ def run(settings: argparse.Namespace) -> dict:
     names = OPACITY_FINDINGS if settings.task == "opacity" else DEVICES
 
     def train_head(train: Any) -> tuple[Any, Any, dict[str, Any]]:
-        head, processor = load_head(PlaceForObjectDetection, settings, names)
+        head, processor = load_head(PlaceForObjectDetection, settings, names, detection_levels=settings.levels,
+                                    detection_trunk_layers=settings.trunk_layers)
         scores = lambda split: detection_scores(  # noqa: E731
             head, processor, data[split], settings.task, settings.batch_size)
         targets = lambda rows: detection_labels(processor, rows, settings.task)  # noqa: E731
@@ -42,6 +45,10 @@ def run(settings: argparse.Namespace) -> dict:
 
 def parser() -> argparse.ArgumentParser:
     parser = add_common_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]), epochs=10, lr=1e-3)
+    parser.add_argument("--levels", type=int, default=HEAD_DEFAULTS["detection_levels"],
+                        help="ViT blocks fused by the head; 1: the final-norm patch tokens")
+    parser.add_argument("--trunk_layers", type=int, default=HEAD_DEFAULTS["detection_trunk_layers"],
+                        help="3×3 convolutions between the fused ViT levels and the box outputs (docs/RESULTS.md, 10)")
     return add_fraction_arguments(parser, DETECTION_TASKS, default_task="opacity")
 
 

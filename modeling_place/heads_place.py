@@ -46,6 +46,10 @@ HEAD_DEFAULTS: dict[str, Any] = {
     "detection_hidden_dim": 128,
     "detection_levels": 4,  # L evenly spaced blocks fused as in segmentation; 1: the final-norm patch tokens
     "detection_pixel_skip": False,  # the same image skip at the patch grid (helps a random encoder more: docs/RESULTS.md)
+    # 3×3 convolutions after the level fusion: two give the best detector, but each lets the head rebuild features
+    # from the pixel detail that even a random ViT keeps, so examples/evaluate.py compares encoders with none
+    # (docs/RESULTS.md, section 10)
+    "detection_trunk_layers": 2,
     "detection_focal_alpha": 0.25,
     "detection_focal_gamma": 2.0,
     "detection_class_weight": 1.0,
@@ -396,10 +400,12 @@ class PlaceClassLogits(nn.Conv2d):
 
 
 class PlaceDetectionHead(nn.Module):
-    """Two 3×3 convolutions on the patch grid, then per-patch class logits and FCOS `(l, t, r, b)` distances."""
+    """`trunk_layers` 3×3 convolutions on the patch grid, then per-patch class logits and FCOS `(l, t, r, b)`
+    distances."""
 
     def __init__(
-        self, vision_dim: int, hidden_dim: int, num_labels: int, levels: int = 1, pixel_halvings: int = 0
+        self, vision_dim: int, hidden_dim: int, num_labels: int, levels: int = 1, pixel_halvings: int = 0,
+        trunk_layers: int = 2,
     ) -> None:
         super().__init__()
         # one level: the final-norm tokens; several: the blocks' tokens fused as in segmentation
@@ -408,9 +414,12 @@ class PlaceDetectionHead(nn.Module):
         # optional image detail at the patch grid (pixel_halvings = log2(patch size)); see PlacePixelSkip
         self.pixel_skip = PlacePixelSkip(hidden_dim // 2, pixel_halvings) if pixel_halvings else None
         in_dim = (vision_dim if levels == 1 else hidden_dim) + (hidden_dim // 2 if pixel_halvings else 0)
-        self.trunk = nn.Sequential(PlaceConvNormAct(in_dim, hidden_dim), PlaceConvNormAct(hidden_dim, hidden_dim))
-        self.class_logits = PlaceClassLogits(hidden_dim, num_labels, 1)
-        self.box_distances = nn.Conv2d(hidden_dim, 4, 1)
+        self.trunk = nn.Sequential(
+            *(PlaceConvNormAct(in_dim if layer == 0 else hidden_dim, hidden_dim) for layer in range(trunk_layers))
+        )
+        out_dim = hidden_dim if trunk_layers else in_dim
+        self.class_logits = PlaceClassLogits(out_dim, num_labels, 1)
+        self.box_distances = nn.Conv2d(out_dim, 4, 1)
 
     def forward(
         self, levels: list[Tensor], grid: int, pixel_values: Tensor | None = None
@@ -448,7 +457,8 @@ class PlaceForObjectDetection(PlaceHeadPreTrainedModel):
         halvings = round(math.log2(config.patch_size)) if config.detection_pixel_skip else 0
         self.level_indices = evenly_spaced_blocks(len(self.vit.blocks), config.detection_levels)
         self.detection_head = PlaceDetectionHead(
-            self.vision_width, config.detection_hidden_dim, config.num_labels, config.detection_levels, halvings
+            self.vision_width, config.detection_hidden_dim, config.num_labels, config.detection_levels, halvings,
+            config.detection_trunk_layers,
         )
         self.post_init()
 

@@ -19,6 +19,7 @@ from evaluation.tasks import (
     zero_shot_scores,
 )
 from modeling_place import PlaceConfig, PlaceModel
+from modeling_place.heads_place import HEAD_DEFAULTS
 from tests.helpers import micro_config, random_batch, synthetic_report_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -246,6 +247,13 @@ def test_light_budget_keeps_the_studys_rate_and_epoch_size_and_the_full_budget_c
         common.budget = "full"
         assert script.task_settings(script.TASKS[name], common, name).min_epoch_examples == 1000
         common.budget = "light"
+    # the study's detection head had two trunk convolutions; the full budget compares encoders with none (RESULTS.md, 10)
+    assert script.task_settings(script.TASKS["detection"], common, "detection").trunk_layers == 2
+    common.budget = "full"
+    assert script.task_settings(script.TASKS["detection"], common, "detection").trunk_layers == 0
+    common.quick = True  # the plumbing check builds the package's default head
+    quick = script.task_settings(script.TASKS["detection"], common, "detection")
+    assert quick.trunk_layers == HEAD_DEFAULTS["detection_trunk_layers"] == 2
 
 
 def test_summarise_repeats_averages_test_numbers_and_keeps_the_chosen_heads_own():

@@ -201,6 +201,31 @@ def test_detection_pixel_skip_option_reaches_the_patch_grid(pretrained_dir):
     out.loss.backward()
     assert skip.detection_head.pixel_skip.stem[0][0].weight.grad.abs().sum() > 0
 
+def test_detection_trunk_layers_option_sets_the_convolutions_between_fusion_and_outputs(pretrained_dir):
+    labels = [{"class_labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.5, 0.5]])}] * 2
+    for layers in (0, 1, 2):
+        head = PlaceForObjectDetection.from_pretrained(pretrained_dir, num_labels=2, detection_trunk_layers=layers)
+        assert len(head.detection_head.trunk) == layers
+        out = head(_pixels(), labels=labels)
+        assert out.logits.shape == (2, 16, 2) and out.pred_boxes.shape == (2, 16, 4)
+        out.loss.backward()
+        assert head.detection_head.fusion.fuse[0].weight.grad.abs().sum() > 0  # the fusion conv still learns
+
+
+def test_detection_head_saved_before_the_trunk_option_loads_with_two_and_a_saved_choice_is_kept(pretrained_dir, tmp_path):
+    head = PlaceForObjectDetection.from_pretrained(pretrained_dir, num_labels=2)
+    head.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["detection_trunk_layers"]  # as written before the option existed
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded, info = PlaceForObjectDetection.from_pretrained(tmp_path, output_loading_info=True)
+    assert len(loaded.detection_head.trunk) == 2 and not info["missing_keys"] and not info["unexpected_keys"]
+    torch.testing.assert_close(loaded(_pixels()).logits, head(_pixels()).logits)
+    zero = PlaceForObjectDetection.from_pretrained(pretrained_dir, num_labels=2, detection_trunk_layers=0)
+    zero.save_pretrained(tmp_path / "zero")
+    assert len(PlaceForObjectDetection.from_pretrained(tmp_path / "zero").detection_head.trunk) == 0
+
+
 def test_detection_post_processing_maps_boxes_back_and_applies_nms():
     processor = PlaceImageProcessor(size={"height": 32, "width": 32}, crop_size={"height": 32, "width": 32})
     logits = torch.full((1, 3, 2), -10.0)

@@ -373,6 +373,8 @@ def test_render_model_card_for_every_variant(tmp_path, variant):
     for section in ("## Intended use and limits", "## Training data", "## Preprocessing", "## How to load",
                     "## Evaluation protocol", "## Results"):
         assert section in card.text, section
+    if variant == "detection":
+        assert "- Box head: 4 fused ViT levels, 2 trunk convolutions" in card.text
 
 
 def test_card_documents_the_recorded_training(tmp_path):
