@@ -408,6 +408,8 @@ class PlaceDetectionHead(nn.Module):
         trunk_layers: int = 2,
     ) -> None:
         super().__init__()
+        if trunk_layers < 0:
+            raise ValueError(f"detection_trunk_layers must be 0 or more, got {trunk_layers}")
         # one level: the final-norm tokens; several: the blocks' tokens fused as in segmentation
         self.norm = nn.LayerNorm(vision_dim) if levels == 1 else None
         self.fusion = PlaceLevelFusion(vision_dim, levels, hidden_dim) if levels > 1 else None

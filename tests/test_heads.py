@@ -201,6 +201,7 @@ def test_detection_pixel_skip_option_reaches_the_patch_grid(pretrained_dir):
     out.loss.backward()
     assert skip.detection_head.pixel_skip.stem[0][0].weight.grad.abs().sum() > 0
 
+
 def test_detection_trunk_layers_option_sets_the_convolutions_between_fusion_and_outputs(pretrained_dir):
     labels = [{"class_labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.5, 0.5]])}] * 2
     for layers in (0, 1, 2):
@@ -210,6 +211,8 @@ def test_detection_trunk_layers_option_sets_the_convolutions_between_fusion_and_
         assert out.logits.shape == (2, 16, 2) and out.pred_boxes.shape == (2, 16, 4)
         out.loss.backward()
         assert head.detection_head.fusion.fuse[0].weight.grad.abs().sum() > 0  # the fusion conv still learns
+    with pytest.raises(ValueError, match="detection_trunk_layers must be 0 or more, got -1"):
+        PlaceForObjectDetection.from_pretrained(pretrained_dir, num_labels=2, detection_trunk_layers=-1)
 
 
 def test_detection_head_saved_before_the_trunk_option_loads_with_two_and_a_saved_choice_is_kept(pretrained_dir, tmp_path):
