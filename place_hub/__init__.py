@@ -310,10 +310,12 @@ def _head_summary(config: dict[str, Any], variant: str) -> list[str]:
     if variant == "report_generation":
         lines.append(f"- Report decoder: {config.get('decoder_layers')} layers, width "
                      f"{config.get('decoder_hidden_size')}, at most {config.get('decoder_max_length')} tokens")
-    elif variant == "detection":  # a head saved before `detection_trunk_layers` existed had two
-        lines.append(f"- Box head: {config.get('detection_levels')} fused ViT levels, "
-                     f"{config.get('detection_trunk_layers', 2)} trunk convolutions, "
-                     f"width {config.get('detection_hidden_dim')}")
+    elif variant == "detection":
+        from modeling_place.heads_place import HEAD_DEFAULTS
+
+        head = {**HEAD_DEFAULTS, **config}  # what loading fills in for an option older than the saved head
+        lines.append(f"- Box head: {head['detection_levels']} fused ViT levels, "
+                     f"{head['detection_trunk_layers']} trunk convolutions, width {head['detection_hidden_dim']}")
     if variant != "report_generation":
         labels = [config.get("id2label", {})[key] for key in sorted(config.get("id2label", {}), key=int)]
         lines.append(f"- Classes ({len(labels)}): {', '.join(map(str, labels))}")
