@@ -47,7 +47,8 @@ def lesion_patches(labels: list[dict[str, torch.Tensor]], grid: int) -> np.ndarr
 @torch.no_grad()
 def level_tokens(model, pixel_values: torch.Tensor) -> list[np.ndarray]:
     """Patch tokens `(B·N, D_v)` after each block, then the final-norm tokens."""
-    final, blocks = model.encode_image_tokens(pixel_values, return_hidden_states=True)
+    final, hidden_states = model.encode_image_tokens(pixel_values, return_hidden_states=True)
+    blocks = hidden_states[1:]  # the first is the embeddings
     prefix = model.num_prefix_tokens
     return [tokens[:, prefix:].reshape(-1, tokens.shape[-1]).numpy() for tokens in [*blocks, final]]
 

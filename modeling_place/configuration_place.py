@@ -88,6 +88,12 @@ class PlaceConfig(PreTrainedConfig):
             query can attend to a place and not only to content; the values stay the patch tokens. The class
             default is METHOD.md's "none", so folders saved before the option load unchanged; the `tiny` preset
             turns it on.
+        vpoe_input_block (`int` or `None`): which patch tokens the VPOE reads: the final-norm tokens (`None`,
+            METHOD.md), or the output of ViT block k (1-based; 0 = the position-embedded patch embeddings, before
+            any mixing). Deep tokens carry the whole image, so any query can describe any finding wherever it
+            looks; earlier ones carry less of it. On the tiny preset's schedule this did not move the matched
+            query onto the lesion (docs/RESULTS.md, section 11). The global embedding, the correlation head and
+            every downstream head keep the final-norm tokens.
         pcma_diversity (`float`, defaults to 0): weight of a term added to L_PCMA, the mean squared cosine between
             an image's different V-PORs (keeps the observations from collapsing into one global vector).
         text_pooling (`"cls"` or `"mean"`): the report's global token, CLS (METHOD.md; right for a pretrained
@@ -123,6 +129,7 @@ class PlaceConfig(PreTrainedConfig):
     vpoe_attention: Literal["softmax", "competitive"] = "softmax"
     observation_tokens: Literal["queries", "patches"] = "queries"
     vpoe_key_positions: Literal["none", "sincos"] = "none"
+    vpoe_input_block: int | None = None
     pcma_diversity: float = 0.0
     text_pooling: Literal["cls", "mean"] = "cls"
     ce_mode: Literal["dense", "masked"] = "dense"
@@ -222,6 +229,13 @@ class PlaceConfig(PreTrainedConfig):
         if self.vpoe_key_positions not in ("none", "sincos"):
             raise ValueError(
                 f"PlaceConfig.vpoe_key_positions must be 'none' or 'sincos', got {self.vpoe_key_positions!r}."
+            )
+        if self.vpoe_input_block is not None and (
+            not isinstance(self.vpoe_input_block, int) or isinstance(self.vpoe_input_block, bool) or self.vpoe_input_block < 0
+        ):
+            raise ValueError(
+                "PlaceConfig.vpoe_input_block must be None (final-norm tokens) or a ViT block number >= 0 "
+                f"(0: the patch embeddings), got {self.vpoe_input_block!r}."
             )
         if not 0.0 < self.mask_ratio < 1.0:
             raise ValueError(f"PlaceConfig.mask_ratio must lie in (0, 1), got {self.mask_ratio!r}.")

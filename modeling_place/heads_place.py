@@ -33,7 +33,7 @@ from transformers.modeling_outputs import CausalLMOutput, ImageClassifierOutput,
 from transformers.utils import ModelOutput
 
 from .configuration_place import PlaceConfig
-from .modeling_place import PlaceAttention, PlaceMLP, PlaceObservationExtractor, PlacePreTrainedModel
+from .modeling_place import PlaceAttention, PlaceMLP, PlaceObservationExtractor, PlacePreTrainedModel, vit_forward
 
 #: Head options stored on `PlaceConfig` (override any of them as `from_pretrained(..., name=value)`).
 HEAD_DEFAULTS: dict[str, Any] = {
@@ -156,6 +156,16 @@ class PlaceHeadPreTrainedModel(PlacePreTrainedModel):
                 pixel_values, indices=unique, output_fmt="NLC", intermediates_only=True, stop_early=True
             )
         return [taken[unique.index(index)] for index in self.level_indices]
+
+    def observation_inputs(self, pixel_values: Tensor) -> tuple[Tensor, Tensor]:
+        """Final-norm patch tokens `(B, N, D_v)` and the patch tokens the VPOE reads (`config.vpoe_input_block`)."""
+        block = self.config.vpoe_input_block
+        if block is None:
+            patches = self.split_tokens(self.encode(pixel_values))[1]
+            return patches, patches
+        with self.encoder_context():
+            tokens, hidden_states = vit_forward(self.vit, pixel_values, return_hidden_states=True)
+        return self.split_tokens(tokens)[1], hidden_states[block][:, self.vit.num_prefix_tokens :]
 
     def split_tokens(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
         """`(CLS (B, D_v), patches (B, N, D_v))` of a token sequence."""
@@ -633,9 +643,9 @@ class PlaceForReportGeneration(PlaceHeadPreTrainedModel, GenerationMixin):
 
     def encode_image_memory(self, pixel_values: Tensor) -> Tensor:
         """Cross-attention memory `(B, N + M, decoder_hidden_size)` of a batch of images."""
-        patches = self.split_tokens(self.encode(pixel_values))[1]
+        patches, observed_patches = self.observation_inputs(pixel_values)
         with self.encoder_context():
-            observations, _ = self.observation_extractor(patches)
+            observations, _ = self.observation_extractor(observed_patches)
         return torch.cat(
             [self.patch_memory(patches) + self.memory_type[0], self.observation_memory(observations) + self.memory_type[1]],
             dim=1,

@@ -200,6 +200,36 @@ def _key_positions(num_patches: int, dim: int, device: torch.device, dtype: torc
     return sincos_positions_2d(num_patches, dim).to(device=device, dtype=dtype)
 
 
+def vit_forward(
+    vit: nn.Module,
+    pixel_values: Tensor,
+    patch_mask: Tensor | None = None,
+    mask_token: Tensor | None = None,
+    return_hidden_states: bool = False,
+    checkpoint: bool = False,
+) -> tuple[Tensor, list[Tensor]]:
+    """A timm ViT's final-norm tokens `(B, prefix + N, D_v)` and, if asked, its hidden states: the embeddings
+    (the first block's input), then every block's output. `patch_mask (B, N)` swaps those patch embeddings for
+    `mask_token` before the position embedding; `checkpoint` recomputes the blocks in the backward pass."""
+    x = vit.patch_embed(pixel_values.to(vit.patch_embed.proj.weight.dtype))
+    if patch_mask is not None:
+        x = torch.where(patch_mask.unsqueeze(-1), mask_token.to(x.dtype), x)
+    x = vit.norm_pre(vit.patch_drop(vit._pos_embed(x)))
+    hidden_states: list[Tensor] = []
+    if return_hidden_states:
+        hidden_states.append(x)
+        for block in vit.blocks:
+            x = block(x)
+            hidden_states.append(x)
+    elif checkpoint:
+        from timm.models._manipulate import checkpoint_seq
+
+        x = checkpoint_seq(vit.blocks, x)
+    else:
+        x = vit.blocks(x)
+    return vit.norm(x), hidden_states
+
+
 class PlaceObservationExtractor(nn.Module):
     """VPOE: M learnable queries decode the patch tokens into V-PORs; the last cross-attention is kept.
 
@@ -311,6 +341,11 @@ class PlaceModel(PlacePreTrainedModel):
         self.vision_model = TimmWrapperModel(config.vision_config)
         self.text_model = BertModel(config.text_config, add_pooling_layer=False)
         vision_dim = self.vision_model.timm_model.embed_dim
+        depth = len(self.vision_model.timm_model.blocks)
+        if config.vpoe_input_block is not None and config.vpoe_input_block > depth:
+            raise ValueError(
+                f"PlaceConfig.vpoe_input_block={config.vpoe_input_block} but the vision tower has only {depth} block(s)."
+            )
         text_dim = config.text_config.hidden_size
         if vision_dim % config.vpoe_num_heads or vision_dim % config.fusion_num_heads:
             raise ValueError(
@@ -336,28 +371,23 @@ class PlaceModel(PlacePreTrainedModel):
     def encode_image_tokens(
         self, pixel_values: Tensor, patch_mask: Tensor | None = None, return_hidden_states: bool = False
     ) -> tuple[Tensor, list[Tensor]]:
-        """Run the ViT: final-norm tokens `(B, prefix + N, D_v)` and, if asked, every block's output.
+        """Run the ViT: final-norm tokens `(B, prefix + N, D_v)` and, if asked, the hidden states: the embeddings
+        (the first block's input), then every block's output.
 
         `patch_mask (B, N)` replaces the masked patch embeddings by the learned mask token before the
         position embedding (the "masked" correlation-exploration mode).
         """
-        vit = self.vision_model.timm_model
-        x = vit.patch_embed(pixel_values.to(vit.patch_embed.proj.weight.dtype))
-        if patch_mask is not None:
-            x = torch.where(patch_mask.unsqueeze(-1), self.mask_token.to(x.dtype), x)
-        x = vit.norm_pre(vit.patch_drop(vit._pos_embed(x)))
-        hidden_states: list[Tensor] = []
-        if return_hidden_states:
-            for block in vit.blocks:
-                x = block(x)
-                hidden_states.append(x)
-        elif vit.grad_checkpointing and self.training:
-            from timm.models._manipulate import checkpoint_seq
+        mask_token = None if patch_mask is None else self.mask_token
+        checkpoint = self.vision_model.timm_model.grad_checkpointing and self.training
+        return vit_forward(self.vision_model.timm_model, pixel_values, patch_mask, mask_token, return_hidden_states, checkpoint)
 
-            x = checkpoint_seq(vit.blocks, x)
-        else:
-            x = vit.blocks(x)
-        return vit.norm(x), hidden_states
+    def encode_observation_inputs(self, pixel_values: Tensor) -> tuple[Tensor, Tensor]:
+        """Final-norm tokens `(B, prefix + N, D_v)` and the patch tokens `(B, N, D_v)` the VPOE reads: block
+        `config.vpoe_input_block`'s output, or the final-norm patches when it is None."""
+        block = self.config.vpoe_input_block
+        tokens, hidden_states = self.encode_image_tokens(pixel_values, return_hidden_states=block is not None)
+        source = tokens if block is None else hidden_states[block]
+        return tokens, source[:, self.num_prefix_tokens :]
 
     def encode_text_tokens(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """BERT token states `(B, L, D_t)`."""
@@ -400,9 +430,9 @@ class PlaceModel(PlacePreTrainedModel):
 
     def get_observation_features(self, pixel_values: Tensor) -> PlaceObservationOutput:
         """V-PORs `(B, M, d)`, their attention over patches `(B, M, N)` and the global embedding, one ViT pass."""
-        tokens, _ = self.encode_image_tokens(pixel_values)
+        tokens, observed_patches = self.encode_observation_inputs(pixel_values)
+        observations, attentions = self.observation_extractor(observed_patches)
         patches = tokens[:, self.num_prefix_tokens :]
-        observations, attentions = self.observation_extractor(patches)
         return PlaceObservationOutput(observations, attentions, patches, self._image_embeds(tokens))
 
     def get_sentence_features(
@@ -459,13 +489,13 @@ class PlaceModel(PlacePreTrainedModel):
         needs_sentences = return_loss and self.config.lambda_pcma > 0
         if needs_sentences and sentence_ids is None:
             raise ValueError("PCMA (lambda_pcma > 0) needs `sentence_ids`: build the batch with PlaceProcessor.")
-        tokens, _ = self.encode_image_tokens(pixel_values)
+        tokens, observed_patches = self.encode_observation_inputs(pixel_values)
         patches = tokens[:, self.num_prefix_tokens :]
         text_states = self.encode_text_tokens(input_ids, attention_mask)
         image_embeds, text_embeds = self._image_embeds(tokens), self._text_embeds(text_states, attention_mask)
         # Training without PCMA (ITA-only, ITA+CE) skips the VPOE and T-PORs: nothing would use them.
         observe = not return_loss or self.config.lambda_pcma > 0
-        observations, attentions = self.observation_extractor(patches) if observe else (None, None)
+        observations, attentions = self.observation_extractor(observed_patches) if observe else (None, None)
         use_sentences = observe and sentence_ids is not None
         sentences = self._sentence_features(text_states, sentence_ids) if use_sentences else None
         scale = self.logit_scale.clamp(max=math.log(self.config.logit_scale_max)).exp()

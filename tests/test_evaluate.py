@@ -184,7 +184,7 @@ def test_observation_diagnostics_reports_collapse_and_grounding(micro_folder, tm
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, checkpoint / "model.safetensors")
     command = [sys.executable, str(REPO / "examples" / "observation_diagnostics.py"), "--model", str(micro_folder),
                "--checkpoints", str(checkpoint), "--pairs", "6", "--images", "4", "--image_size", "64",
-               "--data_cache", str(tmp_path / "data")]
+               "--data_cache", str(tmp_path / "data"), "--matching", "soft", "--tau_match", "0.2"]
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     blind, *rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")][1:]
@@ -193,6 +193,8 @@ def test_observation_diagnostics_reports_collapse_and_grounding(micro_folder, tm
     assert rows[0] == {**rows[1], "weights": rows[0]["weights"]}  # the same weights give the same numbers
     assert -1.0 <= rows[0]["vpor_cosine"] <= 1.0 and 1 <= rows[0]["distinct_peaks"] <= 4
     assert 0.0 <= rows[0]["pointing_game"] <= 1.0 and 0.0 <= rows[0]["miou"] <= 1.0
+    assert 0.0 <= rows[0]["oracle_pointing"] <= 1.0 and 0.0 <= rows[0]["oracle_iou"] <= 1.0
+    assert 0.0 <= rows[0]["queries_on_lesion"] <= 4 and 0.0 < rows[0]["map_area"] <= 1.0
 
 
 def test_patch_probe_scores_every_level_of_pretrained_and_random_weights(micro_folder, tmp_path):

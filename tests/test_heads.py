@@ -112,6 +112,24 @@ def test_report_generation_reads_patch_observations(tmp_path):
     assert output.logits.shape[:2] == (2, 4) and torch.isfinite(output.logits).all()
 
 
+@pytest.mark.parametrize("block", [0, 1])
+def test_report_generation_reads_the_observations_of_the_pretrained_block(tmp_path, block):
+    config = micro_config(vpoe_input_block=block)
+    config["vision_config"]["model_args"]["depth"] = 2
+    torch.manual_seed(0)
+    base = PlaceModel(PlaceConfig(**config)).eval()
+    base.save_pretrained(tmp_path)
+    head = PlaceForReportGeneration.from_pretrained(tmp_path).eval()
+    pixels = _pixels()
+    with torch.no_grad():
+        observed = base.get_observation_features(pixels)
+        patches, _ = head.observation_inputs(pixels)
+        memory = head.encode_image_memory(pixels)
+    torch.testing.assert_close(patches, observed.patch_embeds)
+    expected = head.observation_memory(observed.observation_embeds) + head.memory_type[1]
+    torch.testing.assert_close(memory[:, patches.shape[1]:], expected)
+
+
 def test_full_fine_tune_trains_the_encoder(pretrained_dir):
     head = PlaceForImageClassification.from_pretrained(pretrained_dir, num_labels=3, freeze_encoder=False).train()
     assert head.vision_model.training

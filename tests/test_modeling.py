@@ -84,6 +84,8 @@ def test_observation_scores_and_grounding(micro_model):
         ({"observation_tokens": "pixels"}, "observation_tokens"),
         ({"vpoe_key_positions": "learned"}, "vpoe_key_positions"),
         ({"vpoe_query_init_std": 0.0}, "vpoe_query_init_std"),
+        ({"vpoe_input_block": -1}, "vpoe_input_block"),
+        ({"vpoe_input_block": "2"}, "vpoe_input_block"),
         ({"vision_config": {"architecture": "resnet50"}}, "architecture"),
     ],
 )
@@ -186,6 +188,38 @@ def test_key_positions_config_trains_and_changes_the_observations():
         placed = model.get_observation_features(batch["pixel_values"]).observation_attentions
         unplaced = plain.get_observation_features(batch["pixel_values"]).observation_attentions
     assert not torch.allclose(placed, unplaced, atol=1e-4)
+
+
+def _two_block_config(**overrides: object) -> PlaceConfig:
+    config = micro_config(**overrides)
+    config["vision_config"]["model_args"]["depth"] = 2
+    return PlaceConfig(**config)
+
+
+def test_vpoe_reads_the_chosen_block_and_the_rest_keeps_the_final_tokens():
+    config = _two_block_config(vpoe_input_block=1)
+    torch.manual_seed(0)
+    model = PlaceModel(config).eval()
+    final = PlaceModel(_two_block_config()).eval()
+    final.load_state_dict(model.state_dict())  # same weights: only where the VPOE reads differs
+    batch = random_batch(config, 2)
+    with torch.no_grad():
+        tokens, observed = model.encode_observation_inputs(batch["pixel_values"])
+        _, blocks = model.encode_image_tokens(batch["pixel_values"], return_hidden_states=True)
+        torch.testing.assert_close(observed, blocks[1][:, 1:])
+        ours, theirs = model.get_observation_features(batch["pixel_values"]), final.get_observation_features(batch["pixel_values"])
+    torch.testing.assert_close(ours.image_embeds, theirs.image_embeds)
+    torch.testing.assert_close(ours.patch_embeds, tokens[:, 1:])
+    assert not torch.allclose(ours.observation_embeds, theirs.observation_embeds, atol=1e-4)
+    expected, _ = model.observation_extractor(blocks[1][:, 1:])
+    torch.testing.assert_close(ours.observation_embeds, expected)
+    model.train()(**batch, return_loss=True).loss.backward()
+    assert model.vision_model.timm_model.blocks[1].mlp.fc2.weight.grad is not None  # ITA and CE still train it
+
+
+def test_vpoe_input_block_beyond_the_vision_tower_is_refused():
+    with pytest.raises(ValueError, match="vpoe_input_block=3 .* 2 block"):
+        PlaceModel(_two_block_config(vpoe_input_block=3))
 
 
 def test_patch_observations_train_every_parameter_and_ground_on_the_best_patch():
