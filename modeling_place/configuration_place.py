@@ -83,11 +83,13 @@ class PlaceConfig(PreTrainedConfig):
             (METHOD.md), or every patch token itself, normalised and projected (M = N, attention = identity), which
             makes PCMA a FILIP-style sentence-to-patch alignment and grounding a sentence-to-patch similarity map
             (the candidate fix for collapsed observations; docs/RESULTS.md).
-        vpoe_key_positions (`"none"` or `"sincos"`): what the VPOE's cross-attention keys carry besides the patch
+        vpoe_key_positions (`"none"`, `"sincos"` or `"sincos_values"`): what the VPOE's cross-attention keys carry besides the patch
             tokens: nothing (METHOD.md), or a fixed 2-D sine-cosine position code added to every key (DETR), so a
             query can attend to a place and not only to content; the values stay the patch tokens. The class
             default is METHOD.md's "none", so folders saved before the option load unchanged; the `tiny` preset
-            turns it on.
+            turns it on. `"sincos_values"` adds the code to the values too, so a V-POR also says where its
+            query looked, and a sentence that names a side and zone can match by place (docs/RESULTS.md,
+            section 11).
         vpoe_input_block (`int` or `None`): which patch tokens the VPOE reads: the final-norm tokens (`None`,
             METHOD.md), or the output of ViT block k (1-based; 0 = the position-embedded patch embeddings, before
             any mixing). Deep tokens carry the whole image, so any query can describe any finding wherever it
@@ -128,7 +130,7 @@ class PlaceConfig(PreTrainedConfig):
     pcma_matching: Literal["soft", "hard"] = "soft"
     vpoe_attention: Literal["softmax", "competitive"] = "softmax"
     observation_tokens: Literal["queries", "patches"] = "queries"
-    vpoe_key_positions: Literal["none", "sincos"] = "none"
+    vpoe_key_positions: Literal["none", "sincos", "sincos_values"] = "none"
     vpoe_input_block: int | None = None
     pcma_diversity: float = 0.0
     text_pooling: Literal["cls", "mean"] = "cls"
@@ -226,9 +228,10 @@ class PlaceConfig(PreTrainedConfig):
             raise ValueError(
                 f"PlaceConfig.observation_tokens must be 'queries' or 'patches', got {self.observation_tokens!r}."
             )
-        if self.vpoe_key_positions not in ("none", "sincos"):
+        if self.vpoe_key_positions not in ("none", "sincos", "sincos_values"):
             raise ValueError(
-                f"PlaceConfig.vpoe_key_positions must be 'none' or 'sincos', got {self.vpoe_key_positions!r}."
+                "PlaceConfig.vpoe_key_positions must be 'none', 'sincos' or 'sincos_values', "
+                f"got {self.vpoe_key_positions!r}."
             )
         if self.vpoe_input_block is not None and (
             not isinstance(self.vpoe_input_block, int) or isinstance(self.vpoe_input_block, bool) or self.vpoe_input_block < 0

@@ -86,12 +86,16 @@ class PlaceSentenceOutput(ModelOutput):
 class PlaceAttention(nn.Module):
     """Multi-head attention on SDPA; returns head-averaged weights only when asked (VPOE grounding)."""
 
-    def __init__(self, dim: int, num_heads: int, kv_dim: int | None = None, competitive: bool = False) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, kv_dim: int | None = None, competitive: bool = False,
+        position_values: bool = False,
+    ) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"attention width {dim} is not divisible by num_heads={num_heads}")
         self.num_heads = num_heads
         self.competitive = competitive
+        self.position_values = position_values
         self.q_proj = nn.Linear(dim, dim)
         self.kv_proj = nn.Linear(kv_dim or dim, 2 * dim)
         self.out_proj = nn.Linear(dim, dim)
@@ -109,7 +113,7 @@ class PlaceAttention(nn.Module):
         key_position: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """`key_padding_mask` is `(B, Lk)` with True for keys that take part; `key_position` `(Lk, D)` is added
-        to the keys only (DETR), so the values stay pure content."""
+        to the keys (DETR), and to the values too with `position_values`, so the output says where it looked."""
         q = self._split_heads(self.q_proj(query))
         k, v = (self._split_heads(t) for t in self._keys_values(key_value, key_position))
         mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :].bool()
@@ -127,7 +131,10 @@ class PlaceAttention(nn.Module):
         if key_position is None:
             return keys, values
         # W_k (x + p) + b_k = (W_k x + b_k) + W_k p: project the (N, D) code once, not once per image
-        return keys + F.linear(key_position, self.kv_proj.weight[: keys.shape[-1]]), values
+        keys = keys + F.linear(key_position, self.kv_proj.weight[: keys.shape[-1]])
+        if self.position_values:
+            values = values + F.linear(key_position, self.kv_proj.weight[keys.shape[-1] :])
+        return keys, values
 
     def _weights(self, q: Tensor, k: Tensor, mask: Tensor | None) -> Tensor:
         """`(B, H, Lq, Lk)` attention weights. Competitive (Slot Attention): softmax over the *queries*, so the
@@ -159,12 +166,12 @@ class PlaceMLP(nn.Module):
 class PlaceVPOELayer(nn.Module):
     """Pre-norm decoder layer: query self-attention → cross-attention to patches → MLP."""
 
-    def __init__(self, dim: int, num_heads: int, competitive: bool = False) -> None:
+    def __init__(self, dim: int, num_heads: int, competitive: bool = False, position_values: bool = False) -> None:
         super().__init__()
         self.self_norm = nn.LayerNorm(dim)
         self.self_attn = PlaceAttention(dim, num_heads)
         self.cross_norm = nn.LayerNorm(dim)
-        self.cross_attn = PlaceAttention(dim, num_heads, competitive=competitive)
+        self.cross_attn = PlaceAttention(dim, num_heads, competitive=competitive, position_values=position_values)
         self.mlp_norm = nn.LayerNorm(dim)
         self.mlp = PlaceMLP(dim, 4 * dim, dim)
 
@@ -245,14 +252,16 @@ class PlaceObservationExtractor(nn.Module):
         self.patch_norm = nn.LayerNorm(vision_dim)
         competitive = config.vpoe_attention == "competitive"
         self.layers = nn.ModuleList(
-            PlaceVPOELayer(vision_dim, config.vpoe_num_heads, competitive)
+            PlaceVPOELayer(vision_dim, config.vpoe_num_heads, competitive, config.vpoe_key_positions == "sincos_values")
             for _ in range(config.vpoe_layers if use_queries else 0)
         )
         self.final_norm = nn.LayerNorm(vision_dim)
         self.projection = PlaceMLP(vision_dim, vision_dim, config.projection_dim)
-        self.key_positions = config.vpoe_key_positions == "sincos"
+        self.key_positions = config.vpoe_key_positions != "none"
         if self.key_positions and vision_dim % 4:
-            raise ValueError(f"vpoe_key_positions='sincos' needs a vision width divisible by 4, got {vision_dim}.")
+            raise ValueError(
+                f"vpoe_key_positions={config.vpoe_key_positions!r} needs a vision width divisible by 4, got {vision_dim}."
+            )
 
     def forward(self, patches: Tensor) -> tuple[Tensor, Tensor]:
         """`patches (B, N, D_v)` → normalised V-PORs `(B, M, d)` and attention `(B, M, N)`."""

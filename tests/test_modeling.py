@@ -190,6 +190,18 @@ def test_key_positions_config_trains_and_changes_the_observations():
     assert not torch.allclose(placed, unplaced, atol=1e-4)
 
 
+def test_value_positions_keep_where_queries_look_and_change_what_they_report():
+    torch.manual_seed(0)
+    placed = PlaceModel(PlaceConfig(**micro_config(vpoe_key_positions="sincos_values", vpoe_layers=1))).eval()
+    keys_only = PlaceModel(PlaceConfig(**micro_config(vpoe_key_positions="sincos", vpoe_layers=1))).eval()
+    keys_only.load_state_dict(placed.state_dict())  # same parameters: the code is fixed
+    pixels = random_batch(placed.config, 2)["pixel_values"]
+    with torch.no_grad():
+        ours, theirs = placed.get_observation_features(pixels), keys_only.get_observation_features(pixels)
+    torch.testing.assert_close(ours.observation_attentions, theirs.observation_attentions)  # keys are the same
+    assert not torch.allclose(ours.observation_embeds, theirs.observation_embeds, atol=1e-4)
+
+
 def _two_block_config(**overrides: object) -> PlaceConfig:
     config = micro_config(**overrides)
     config["vision_config"]["model_args"]["depth"] = 2
