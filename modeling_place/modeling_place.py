@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint as activation_checkpoint
 from transformers import BertConfig, BertModel, PreTrainedModel, TimmWrapperModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
@@ -226,7 +227,7 @@ def vit_forward(
     if return_hidden_states:
         hidden_states.append(x)
         for block in vit.blocks:
-            x = block(x)
+            x = activation_checkpoint(block, x, use_reentrant=False) if checkpoint else block(x)
             hidden_states.append(x)
     elif checkpoint:
         from timm.models._manipulate import checkpoint_seq

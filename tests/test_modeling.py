@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModel, BertConfig, BertModel
 
+import modeling_place.modeling_place as modeling_module
 from modeling_place import PlaceConfig, PlaceModel
 from tests.helpers import micro_config, random_batch
 
@@ -350,9 +351,10 @@ def test_from_encoders_rejects_mismatched_tower(tmp_path):
         PlaceModel.from_encoders(vision=tmp_path / "vit.safetensors", config=PlaceConfig(**micro_config()))
 
 
-def test_gradient_checkpointing_gives_same_loss_and_gradients():
+@pytest.mark.parametrize("vpoe_input_block", [None, 1])
+def test_gradient_checkpointing_gives_same_loss_and_gradients(vpoe_input_block, monkeypatch):
     no_dropout = {**micro_config()["text_config"], "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
-    config = PlaceConfig(**micro_config(text_config=no_dropout))
+    config = PlaceConfig(**micro_config(text_config=no_dropout, vpoe_input_block=vpoe_input_block))
     torch.manual_seed(0)
     model = PlaceModel(config).train()
     batch = random_batch(config, 4)
@@ -366,9 +368,17 @@ def test_gradient_checkpointing_gives_same_loss_and_gradients():
     plain = loss_and_grad()
     model.activation_checkpointing_enable()
     assert model.vision_model.timm_model.grad_checkpointing
+    calls = []  # the hidden-states path (an earlier VPOE block) checkpoints block by block itself
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return torch.utils.checkpoint.checkpoint(*args, **kwargs)
+
+    monkeypatch.setattr(modeling_module, "activation_checkpoint", counted)
     checkpointed = loss_and_grad()
     torch.testing.assert_close(checkpointed[0], plain[0])
     torch.testing.assert_close(checkpointed[1], plain[1])
+    assert len(calls) == (0 if vpoe_input_block is None else config.vision_config.model_args["depth"])
 
 
 @pytest.mark.parametrize("ce_mode", ["dense", "masked"])
