@@ -385,11 +385,21 @@ def build_split(split: str, cache_dir: str | Path | None = None, seed: int = 0, 
                         "image_size": image_size},
             num_proc=num_proc if num_proc > 1 and count >= num_proc else None)
     DatasetDict(subsets).save_to_disk(str(staging / "final"))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not (target / "dataset_dict.json").exists():
-        os.replace(staging / "final", target)
+    _publish(staging / "final", target)
     shutil.rmtree(staging, ignore_errors=True)
     return load_from_disk(str(target))
+
+
+def _publish(built: Path, target: Path) -> None:
+    """Move a finished build into the cache, unless another process (a parallel run) got there first: the
+    builds are identical, so the first one in wins and the others are discarded."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if not (target / "dataset_dict.json").exists():
+            os.replace(built, target)
+    except OSError:
+        if not (target / "dataset_dict.json").exists():
+            raise
 
 
 def label_fraction_subset(dataset, fraction: float, seed: int = 0):

@@ -75,6 +75,36 @@ def test_forced_findings_and_bad_names():
         generate_case(3, 64, findings=["Pnemothorax"])
 
 
+def test_parallel_builds_of_one_split_both_succeed(tmp_path, monkeypatch):
+    """Two processes building the same split (parallel ablation runs): the one that finishes second finds
+    the cache already filled when it moves its build in, and loads the winner's instead of failing."""
+    import os
+    import shutil
+
+    import processing.synthetic_cxr as synthetic
+
+    real_replace = os.replace
+
+    def other_process_wins(source, target):
+        if str(source).endswith("final"):  # only the move of the finished build into the cache
+            shutil.copytree(source, target)  # the winner lands between our check and our move
+        real_replace(source, target)  # now a non-empty directory: OSError, as in the race
+
+    monkeypatch.setattr(synthetic.os, "replace", other_process_wins)
+    built = build_split("classify", tmp_path, seed=2, size=3, image_size=32)
+    assert len(built["train"]) == 3
+    assert not list(tmp_path.rglob("*.tmp*"))  # our staging copy is gone
+
+    def broken_disk(source, target):
+        if str(source).endswith("final"):
+            raise OSError("disk full")
+        real_replace(source, target)
+
+    monkeypatch.setattr(synthetic.os, "replace", broken_disk)
+    with pytest.raises(OSError, match="disk full"):  # a real failure, no winner: still an error
+        build_split("classify", tmp_path, seed=3, size=3, image_size=32)
+
+
 def test_build_split_num_proc_invariant_and_cached(tmp_path):
     one = build_split("classify", tmp_path / "a", seed=1, size=6, image_size=64, num_proc=1)
     two = build_split("classify", tmp_path / "b", seed=1, size=6, image_size=64, num_proc=2)
