@@ -14,12 +14,10 @@ with the answer known (an oracle: it tells whether any query looks at the lesion
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from evaluation.downstream import load_pretrained, pixels_of, segmentation_labels
@@ -38,20 +36,15 @@ def observation_statistics(model, pixel_values: torch.Tensor) -> dict[str, float
             "distinct_peaks": float(np.mean([len(set(row.tolist())) for row in peaks]))}
 
 
-def oracle_statistics(model, processor, pixels: torch.Tensor, masks: np.ndarray, batch_size: int = 32) -> dict[str, float]:
+def oracle_statistics(model, pixels: torch.Tensor, masks: np.ndarray, batch_size: int = 32) -> dict[str, float]:
     """Pointing / IoU of the best query per pair, and how many queries peak on the lesion, per image."""
     hits, ious = [], []
     for start in range(0, len(pixels), batch_size):
         with torch.no_grad():
             attentions = model.get_observation_features(pixels[start : start + batch_size]).observation_attentions
-        batch, queries, patches = attentions.shape
-        grid = math.isqrt(patches)
-        maps = F.interpolate(attentions.float().view(batch * queries, 1, grid, grid), size=masks.shape[-2:],
-                             mode="bilinear", align_corners=False).view(batch, queries, -1)
-        low, high = maps.amin(-1, keepdim=True), maps.amax(-1, keepdim=True)
-        maps = (maps - low) / (high - low).clamp(min=1e-12)
-        truth = torch.from_numpy(masks[start : start + batch_size]).bool().view(batch, 1, -1)
-        hits.append(truth.expand(-1, queries, -1).gather(2, maps.argmax(-1, keepdim=True))[..., 0].float())
+        maps = model.heat_maps(attentions, masks.shape[-2:]).flatten(2)  # (B, M, H·W), as `ground` makes them
+        truth = torch.from_numpy(masks[start : start + batch_size]).bool().flatten(1)[:, None]
+        hits.append(truth.expand_as(maps).gather(2, maps.argmax(-1, keepdim=True))[..., 0].float())
         predicted = maps >= 0.5
         ious.append((predicted & truth).sum(-1) / (predicted | truth).sum(-1).clamp(min=1))
     hit, iou = torch.cat(hits), torch.cat(ious)
@@ -62,7 +55,7 @@ def oracle_statistics(model, processor, pixels: torch.Tensor, masks: np.ndarray,
 def diagnose(model, processor, pixels: torch.Tensor, sentences: list[str], masks: np.ndarray, images: int) -> dict[str, float]:
     maps = grounding_maps(model, processor, pixels, sentences)
     return {**observation_statistics(model, pixels[:images]), **grounding_scores(maps, masks),
-            "map_area": float((maps >= 0.5).mean()), **oracle_statistics(model, processor, pixels, masks)}
+            "map_area": float((maps >= 0.5).mean()), **oracle_statistics(model, pixels, masks)}
 
 
 def blind_references(masks: np.ndarray, seed: int = 0) -> list[dict]:

@@ -33,7 +33,7 @@ from transformers.modeling_outputs import CausalLMOutput, ImageClassifierOutput,
 from transformers.utils import ModelOutput
 
 from .configuration_place import PlaceConfig
-from .modeling_place import PlaceAttention, PlaceMLP, PlaceObservationExtractor, PlacePreTrainedModel, vit_forward
+from .modeling_place import PlaceAttention, PlaceMLP, PlaceObservationExtractor, PlacePreTrainedModel, vit_observation_inputs
 
 #: Head options stored on `PlaceConfig` (override any of them as `from_pretrained(..., name=value)`).
 HEAD_DEFAULTS: dict[str, Any] = {
@@ -159,13 +159,12 @@ class PlaceHeadPreTrainedModel(PlacePreTrainedModel):
 
     def observation_inputs(self, pixel_values: Tensor) -> tuple[Tensor, Tensor]:
         """Final-norm patch tokens `(B, N, D_v)` and the patch tokens the VPOE reads (`config.vpoe_input_block`)."""
-        block = self.config.vpoe_input_block
-        if block is None:
-            patches = self.split_tokens(self.encode(pixel_values))[1]
-            return patches, patches
         with self.encoder_context():
-            tokens, hidden_states = vit_forward(self.vit, pixel_values, return_hidden_states=True)
-        return self.split_tokens(tokens)[1], hidden_states[block][:, self.vit.num_prefix_tokens :]
+            # checkpointing as timm's forward_features does, for a fine-tuned encoder
+            tokens, observed = vit_observation_inputs(
+                self.vit, pixel_values, self.config.vpoe_input_block, self.vit.grad_checkpointing
+            )
+        return self.split_tokens(tokens)[1], observed
 
     def split_tokens(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
         """`(CLS (B, D_v), patches (B, N, D_v))` of a token sequence."""

@@ -238,6 +238,16 @@ def vit_forward(
     return vit.norm(x), hidden_states
 
 
+def vit_observation_inputs(
+    vit: nn.Module, pixel_values: Tensor, block: int | None, checkpoint: bool = False
+) -> tuple[Tensor, Tensor]:
+    """Final-norm tokens `(B, prefix + N, D_v)` and the patch tokens `(B, N, D_v)` the VPOE reads: block
+    `block`'s output (`PlaceConfig.vpoe_input_block`; 0 = the embeddings), or the final-norm patches if None."""
+    tokens, hidden_states = vit_forward(vit, pixel_values, return_hidden_states=block is not None, checkpoint=checkpoint)
+    source = tokens if block is None else hidden_states[block]
+    return tokens, source[:, vit.num_prefix_tokens :]
+
+
 class PlaceObservationExtractor(nn.Module):
     """VPOE: M learnable queries decode the patch tokens into V-PORs; the last cross-attention is kept.
 
@@ -388,16 +398,18 @@ class PlaceModel(PlacePreTrainedModel):
         position embedding (the "masked" correlation-exploration mode).
         """
         mask_token = None if patch_mask is None else self.mask_token
-        checkpoint = self.vision_model.timm_model.grad_checkpointing and self.training
-        return vit_forward(self.vision_model.timm_model, pixel_values, patch_mask, mask_token, return_hidden_states, checkpoint)
+        return vit_forward(self.vision_model.timm_model, pixel_values, patch_mask, mask_token, return_hidden_states,
+                           self._vit_checkpointing)
+
+    @property
+    def _vit_checkpointing(self) -> bool:
+        return self.vision_model.timm_model.grad_checkpointing and self.training
 
     def encode_observation_inputs(self, pixel_values: Tensor) -> tuple[Tensor, Tensor]:
-        """Final-norm tokens `(B, prefix + N, D_v)` and the patch tokens `(B, N, D_v)` the VPOE reads: block
-        `config.vpoe_input_block`'s output, or the final-norm patches when it is None."""
-        block = self.config.vpoe_input_block
-        tokens, hidden_states = self.encode_image_tokens(pixel_values, return_hidden_states=block is not None)
-        source = tokens if block is None else hidden_states[block]
-        return tokens, source[:, self.num_prefix_tokens :]
+        """Final-norm tokens `(B, prefix + N, D_v)` and the patch tokens `(B, N, D_v)` the VPOE reads."""
+        return vit_observation_inputs(
+            self.vision_model.timm_model, pixel_values, self.config.vpoe_input_block, self._vit_checkpointing
+        )
 
     def encode_text_tokens(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """BERT token states `(B, L, D_t)`."""
@@ -476,10 +488,13 @@ class PlaceModel(PlacePreTrainedModel):
         observed = self.get_observation_features(pixel_values)
         sims = torch.einsum("bkd,bmd->bkm", sentence_embeds.float(), observed.observation_embeds.float())
         weights = matching_weights(sims, self.config.tau_match, self.config.pcma_matching)
-        maps = weights @ observed.observation_attentions.float()  # (B, K, N)
+        return self.heat_maps(weights @ observed.observation_attentions.float(), pixel_values.shape[-2:])
+
+    def heat_maps(self, patch_weights: Tensor, size: tuple[int, int]) -> Tensor:
+        """Patch weights `(B, K, N)` upsampled to `size` and scaled to [0, 1] per map: `(B, K, H, W)`."""
         grid = self.config.image_size // self.config.patch_size
-        maps = maps.view(*maps.shape[:2], grid, grid)
-        maps = F.interpolate(maps, size=pixel_values.shape[-2:], mode="bilinear", align_corners=False)
+        maps = patch_weights.float().view(*patch_weights.shape[:2], grid, grid)
+        maps = F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False)
         low = maps.amin(dim=(-2, -1), keepdim=True)
         high = maps.amax(dim=(-2, -1), keepdim=True)
         return (maps - low) / (high - low).clamp(min=1e-12)
