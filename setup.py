@@ -35,14 +35,24 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=["modeling_place", "processing", "training", "place_hub", "evaluation"],
-    package_data={"processing": ["*.json", "*.txt"], "modeling_place": ["*.json"], "evaluation": ["metrics/*/*.py"]},
+    # One import namespace: the repository's processing/ and model_cards/ folders install as subpackages of
+    # modeling_place (package_dir), so site-packages gains no generic top-level name.
+    packages=[
+        "modeling_place", "modeling_place.processing", "modeling_place.data", "modeling_place.training",
+        "modeling_place.evaluation", "modeling_place.evaluation.protocols", "modeling_place.publishing",
+        "modeling_place.model_cards",
+    ],
+    package_dir={"modeling_place.processing": "processing", "modeling_place.model_cards": "model_cards"},
+    package_data={
+        "modeling_place.evaluation": ["metrics/*/*.py", "metrics/*/requirements.txt"],
+        "modeling_place.model_cards": ["*.md"],
+    },
     install_requires=REQUIRES,
     extras_require=EXTRAS,
     entry_points={
         "console_scripts": [
-            "place-synth=processing.synthetic_cxr:main",
-            "place-prepare=processing.prepare:main",
+            "place-synth=modeling_place.data.synthetic_cxr:main",
+            "place-prepare=modeling_place.data.prepare:main",
         ]
     },
 )

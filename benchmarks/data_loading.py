@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script:
 from benchmarks.common import machine_info, print_table, results_path, write_report
 from benchmarks.train_step import FULL_PLACE, step_samples_per_s
 from modeling_place import PlaceConfig
-from training.config import TrainConfig
-from training.data import ImageReportPairs, PairSplits, PlaceCollator, build_processor, build_tokenizer
-from training.trainer import resolve_mixed_precision
+from modeling_place.training.config import TrainConfig
+from modeling_place.training.data import ImageReportPairs, PairSplits, PlaceCollator, build_processor, build_tokenizer
+from modeling_place.training.trainer import resolve_mixed_precision
 
 RESULTS = results_path("data_loading")
 STEP_BATCH = {"tiny": 32, "base": 8}  # tiny: the trainer's default batch; base: what a CPU run can afford
@@ -136,7 +136,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    from processing.synthetic_cxr import build_split
+    from modeling_place.data.synthetic_cxr import build_split
 
     table = build_split("pretrain", size=args.synthetic_size)["train"]
     dataset, collator = build_collator(table, args.presets[0], args.vocab_size, args.max_length)

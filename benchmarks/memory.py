@@ -40,7 +40,7 @@ from benchmarks.common import (
 )
 from benchmarks.train_step import build_model, make_step, synthetic_batch
 from modeling_place import PlaceModel
-from training.trainer import resolve_mixed_precision
+from modeling_place.training.trainer import resolve_mixed_precision
 
 RESULTS = results_path("memory")
 GOAL_REDUCTION = 0.40

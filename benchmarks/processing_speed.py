@@ -38,10 +38,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from processing.image_processing_place import PlaceImageProcessor
-from processing.processing_place import PlaceProcessor
-from processing.report_place import report_to_sentences, sentence_hash
-from processing.tokenization_place import load_tokenizer, train_wordpiece_tokenizer
+from modeling_place.processing.image_processing_place import PlaceImageProcessor
+from modeling_place.processing.processing_place import PlaceProcessor
+from modeling_place.processing.report_place import report_to_sentences, sentence_hash
+from modeling_place.processing.tokenization_place import load_tokenizer, train_wordpiece_tokenizer
 
 RESULTS_FILE = Path(__file__).resolve().parent / "results" / "processing_speed.json"
 FINDING_SENTENCES = [

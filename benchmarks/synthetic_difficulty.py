@@ -25,7 +25,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
-from processing.synthetic_cxr import FINDINGS, build_split, generate_case
+from modeling_place.data.synthetic_cxr import FINDINGS, build_split, generate_case
 
 RESULTS = Path(__file__).resolve().parent / "results" / "synthetic_difficulty.json"
 

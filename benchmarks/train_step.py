@@ -37,7 +37,7 @@ from benchmarks.common import (
     write_report,
 )
 from modeling_place import PlaceConfig, PlaceModel
-from training.config import OBJECTIVE_VARIANTS
+from modeling_place.training.config import OBJECTIVE_VARIANTS
 
 VARIANTS = OBJECTIVE_VARIANTS
 FULL_PLACE = "place_dense"  # the trainer's default objective (PlaceConfig defaults: every weight 1, dense CE)

@@ -22,7 +22,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from training.config import OBJECTIVE_VARIANTS
+from modeling_place.training.config import OBJECTIVE_VARIANTS
 
 EXAMPLES = Path(__file__).resolve().parent
 # Objective switches (PlaceConfig overrides) of each variant; the rest is the default configuration.

@@ -170,9 +170,9 @@ def plot_grounding(model_dir: Path, path: Path, data: argparse.Namespace, count:
     """Heat maps of the first `count` grounding sentences (test split) over their images, masks outlined."""
     import matplotlib.pyplot as plt
 
-    from evaluation.downstream import load_pretrained, pixels_of, segmentation_labels
-    from evaluation.tasks import grounding_maps
-    from processing.synthetic_cxr import build_split
+    from modeling_place.evaluation.downstream import load_pretrained, pixels_of, segmentation_labels
+    from modeling_place.evaluation.tasks import grounding_maps
+    from modeling_place.data.synthetic_cxr import build_split
 
     settings = argparse.Namespace(model=str(model_dir))
     model, processor, image_processor = load_pretrained(settings)

@@ -2,73 +2,10 @@
 
     python examples/finetune_report_generation.py --model place-tiny --num_beams 3
 
-Protocol (METHOD.md): teacher-forced cross-entropy on the report split's train part (10 % held out for
-checkpoint selection by validation loss), beam-search generation on test, BLEU-1..4, ROUGE-L and CIDEr-D
-against the processed reference reports (FINDINGS + IMPRESSION sentences). Writes
-`<output_dir>/report_generation.json` and the selected model.
+The protocol is library code: `modeling_place.evaluation.protocols.report_generation` (run it, or import its `run`).
 """
 
-import argparse
-from collections.abc import Iterator
-from typing import Any
-
-import torch
-from transformers import AutoProcessor
-
-import processing  # noqa: F401  (registers PlaceProcessor with AutoProcessor)
-from evaluation.downstream import (
-    Stopwatch, add_common_arguments, batches, fit, head_seed, load_split, pixels_of, report_metrics, report_targets,
-    run_from_command_line, save_head, task_image_processor, write_results,
-)
-from modeling_place import PlaceForReportGeneration
-
-
-def run(settings: argparse.Namespace) -> dict:
-    clock = Stopwatch()
-    data = load_split("report", settings)
-    held_out = data["train"].train_test_split(test_size=0.1, seed=settings.seed)
-    train, validation = held_out["train"], held_out["test"]
-    text_processor = AutoProcessor.from_pretrained(settings.model)
-    tokenizer = text_processor.tokenizer
-    torch.manual_seed(head_seed(settings.seed, 0))  # the same decoder initialisation for every encoder compared
-    model = PlaceForReportGeneration.from_pretrained(
-        settings.model, decoder_layers=settings.decoder_layers, decoder_hidden_size=settings.decoder_hidden_size,
-        decoder_num_heads=settings.decoder_num_heads, decoder_max_length=settings.max_length,
-        report_bos_token_id=tokenizer.cls_token_id, report_eos_token_id=tokenizer.sep_token_id,
-        report_pad_token_id=tokenizer.pad_token_id, dtype=torch.float32)
-    image_processor = task_image_processor(model.config)
-    text_processor.image_processor = image_processor  # the saved folder ships the one the model was evaluated with
-
-    def teacher_forced_batches(dataset: Any, shuffle: bool = False, seed: int = 0) -> Iterator[dict[str, Any]]:
-        for rows in batches(dataset, settings.batch_size, shuffle=shuffle, seed=seed):
-            ids = report_targets(text_processor, rows["report"], settings.max_length)[1]
-            yield {"pixel_values": pixels_of(image_processor, rows), "input_ids": ids, "labels": ids}
-
-    @torch.no_grad()
-    def validate() -> float:  # negative teacher-forced loss: higher is better
-        losses = [model(**batch).loss.item() for batch in teacher_forced_batches(validation)]
-        return -float(sum(losses) / len(losses))
-
-    step_batches = lambda epoch: teacher_forced_batches(train, shuffle=True, seed=epoch)  # noqa: E731
-    trained = fit(model, step_batches, validate, settings.epochs, settings.lr, schedule=settings.lr_schedule)
-    metrics = report_metrics(model, image_processor, text_processor, data["test"], settings.batch_size,
-                             settings.num_beams, settings.max_length - 1)
-    print("   test " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "example"))
-    print(f"   example: {metrics['example']!r}")
-    heads = {"-report-generation": save_head(model, text_processor, f"{settings.output_dir}/report_generation")}
-    payload = {"task": "report_generation", "results": {"test": metrics, **trained}, "seconds": clock.seconds}
-    return write_results(settings, "report_generation", payload, heads)
-
-
-def parser() -> argparse.ArgumentParser:
-    parser = add_common_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]), epochs=10, lr=5e-4)
-    parser.add_argument("--decoder_layers", type=int, default=3)
-    parser.add_argument("--decoder_hidden_size", type=int, default=256)
-    parser.add_argument("--decoder_num_heads", type=int, default=4)
-    parser.add_argument("--max_length", type=int, default=128, help="report tokens, [CLS] and [SEP] included")
-    parser.add_argument("--num_beams", type=int, default=3)
-    return parser
-
+from modeling_place.evaluation.protocols.report_generation import main
 
 if __name__ == "__main__":
-    run_from_command_line("report generation", parser, run)
+    main()

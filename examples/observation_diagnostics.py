@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from evaluation.downstream import load_pretrained, pixels_of, segmentation_labels
-from evaluation.tasks import grounding_maps, grounding_scores
+from modeling_place.evaluation.downstream import load_pretrained, pixels_of, segmentation_labels
+from modeling_place.evaluation.tasks import grounding_maps, grounding_scores
 from modeling_place.loss_place import off_diagonal
-from processing.synthetic_cxr import build_split
+from modeling_place.data.synthetic_cxr import build_split
 
 
 def observation_statistics(model, pixel_values: torch.Tensor) -> dict[str, float]:

@@ -20,7 +20,7 @@ from sklearn.metrics import r2_score, roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from evaluation.downstream import detection_labels, load_pretrained, load_split, pixels_of, random_init_copy
+from modeling_place.evaluation.downstream import detection_labels, load_pretrained, load_split, pixels_of, random_init_copy
 from modeling_place.heads_place import box_cxcywh_to_xyxy
 
 

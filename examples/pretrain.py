@@ -12,7 +12,7 @@ checkpoint in `run_dir` when started again with the same command. The result is 
 
 import sys
 
-from training import NonFiniteLossError, PlaceTrainer, build_model_and_processor, load_pair_splits, load_train_config
+from modeling_place.training import NonFiniteLossError, PlaceTrainer, build_model_and_processor, load_pair_splits, load_train_config
 
 # -- 1. configuration --------------------------------------------------------------------------------------
 config = load_train_config(sys.argv[1:])

@@ -19,7 +19,7 @@ import sys
 
 from huggingface_hub.errors import HfHubHTTPError
 
-from place_hub import VARIANTS, publish
+from modeling_place.publishing import VARIANTS, publish
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -36,8 +36,9 @@ for _auto_class, _head in _HEADS.items():
     _auto_class.register(PlaceConfig, _head, exist_ok=True)
     _head.register_for_auto_class(_auto_class.__name__)
 
-# One import registers everything: the image processor and processor live in the sibling `processing` package.
-from processing import PlaceImageProcessor, PlaceProcessor  # noqa: E402
+# One import registers everything: the image processor and processor (`modeling_place.processing`, the
+# repository's processing/ folder) register themselves with AutoImageProcessor / AutoProcessor.
+from .processing import PlaceImageProcessor, PlaceProcessor  # noqa: E402
 
 __all__ = [
     "PlaceConfig",

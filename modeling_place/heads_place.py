@@ -59,7 +59,7 @@ HEAD_DEFAULTS: dict[str, Any] = {
     "decoder_layers": 3,
     "decoder_num_heads": 4,
     "decoder_max_length": 128,
-    "report_bos_token_id": 2,  # [CLS] of the BERT vocabulary (processing.tokenization_place)
+    "report_bos_token_id": 2,  # [CLS] of the BERT vocabulary (modeling_place.processing.tokenization_place)
     "report_eos_token_id": 3,  # [SEP]
     "report_pad_token_id": 0,  # [PAD]
 }

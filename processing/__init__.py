@@ -1,13 +1,15 @@
-"""PLACE: pathological-level image-report pretraining for chest X-rays, Hugging Face native.
+"""`modeling_place.processing`: what ships with a model to turn images and reports into tensors.
 
-Importing this package registers `PlaceImageProcessor` with `AutoImageProcessor` and `PlaceProcessor` with
-`AutoProcessor`, so saved folders load without `trust_remote_code`. The key is the model's `PlaceConfig`
-when `modeling_place` is importable, else the model type string "place"; the Auto classes resolve the saved
-`image_processor_type` / `processor_class` names against these registrations either way.
+The image processor, the report parser (sentences, sentence hashes), the tokenizer helpers, the processor that
+combines them and the post-processing the pipelines call. These modules are flat siblings that import each
+other relatively, so a saved folder carries them as Hub custom code. Importing this package registers
+`PlaceImageProcessor` with `AutoImageProcessor` and `PlaceProcessor` with `AutoProcessor` under `PlaceConfig`.
+Data (readers, the synthetic benchmark) lives in `modeling_place.data`, not here.
 """
 
 from transformers import AutoImageProcessor, AutoProcessor
 
+from ..configuration_place import PlaceConfig
 from .image_processing_place import PlaceImageProcessor
 from .processing_place import PlaceProcessor
 from .report_place import (
@@ -21,18 +23,10 @@ from .report_place import (
 from .tokenization_place import load_tokenizer, train_wordpiece_tokenizer
 
 
-def _registration_key() -> object:
-    try:
-        from modeling_place.configuration_place import PlaceConfig
-    except ImportError:
-        return "place"
-    return PlaceConfig
-
-
 AutoImageProcessor.register(
-    _registration_key(), image_processor_classes={"torchvision": PlaceImageProcessor}, exist_ok=True
+    PlaceConfig, image_processor_classes={"torchvision": PlaceImageProcessor}, exist_ok=True
 )
-AutoProcessor.register(_registration_key(), PlaceProcessor, exist_ok=True)
+AutoProcessor.register(PlaceConfig, PlaceProcessor, exist_ok=True)
 
 __all__ = [
     "PlaceImageProcessor",
@@ -46,4 +40,3 @@ __all__ = [
     "split_sentences",
     "train_wordpiece_tokenizer",
 ]
-from .synthetic_cxr import FINDINGS, build_split, generate_case, label_fraction_subset  # noqa: F401

@@ -68,7 +68,7 @@ class PlaceProcessor(ProcessorMixin):
         **kwargs: Any,
     ) -> None:
         if tokenizer is None:
-            raise ValueError("PlaceProcessor needs a tokenizer (see processing.tokenization_place)")
+            raise ValueError("PlaceProcessor needs a tokenizer (see modeling_place.processing.tokenization_place)")
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError(
                 "PlaceProcessor needs a tokenizers-backed tokenizer with offset mapping; "

@@ -68,7 +68,7 @@ def train_wordpiece_tokenizer(
     if not learned:
         raise ValueError("The corpus produced no tokens: pass a non-empty iterable of non-empty texts")
     # The trainer numbers tokens in hash-map order, which changes from call to call: sort them. It also breaks
-    # count ties at the vocab_size cut arbitrarily, so a run saves its tokenizer (training.data.run_processor).
+    # count ties at the vocab_size cut arbitrarily, so a run saves its tokenizer (modeling_place.training.data.run_processor).
     vocab = {token: index for index, token in enumerate([*BERT_SPECIAL_TOKENS, *learned])}
     return BertTokenizer(vocab=vocab, do_lower_case=lowercase, model_max_length=model_max_length)
 

@@ -56,8 +56,8 @@ def random_batch(config: PlaceConfig, batch: int, seed: int = 0, length: int = 1
 
 def synthetic_report_tokenizer(reports: int = 40, vocab_size: int = 300, model_max_length: int = 48) -> Any:
     """A WordPiece tokenizer trained on the first `reports` synthetic reports (seconds, no download)."""
-    from processing.synthetic_cxr import generate_case
-    from processing.tokenization_place import train_wordpiece_tokenizer
+    from modeling_place.data.synthetic_cxr import generate_case
+    from modeling_place.processing.tokenization_place import train_wordpiece_tokenizer
 
     corpus = [generate_case(seed)["report"] for seed in range(reports)]
     return train_wordpiece_tokenizer(corpus, vocab_size=vocab_size, model_max_length=model_max_length)

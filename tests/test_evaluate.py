@@ -1,4 +1,4 @@
-"""The evaluation protocols (evaluation/tasks.py) against naive references, and examples/evaluate.py end to end."""
+"""The evaluation protocols (modeling_place/evaluation/tasks.py) against naive references, and examples/evaluate.py end to end."""
 
 import json
 import os
@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from evaluation.tasks import (
+from modeling_place.evaluation.tasks import (
     grounding_scores,
     image_text_similarity,
     retrieval_precision,
@@ -33,7 +33,7 @@ REPORTS = [
 @pytest.fixture(scope="module")
 def micro_folder(tmp_path_factory) -> Path:
     """A saved micro PLACE model with a processor whose tokenizer is trained on synthetic reports."""
-    from training.data import build_processor
+    from modeling_place.training.data import build_processor
 
     folder = tmp_path_factory.mktemp("micro-place")
     tokenizer = synthetic_report_tokenizer()
@@ -112,7 +112,7 @@ def _run_evaluate(*args: str) -> dict:
 def test_fit_decays_the_rate_on_a_cosine_and_restores_the_best_epoch():
     from types import SimpleNamespace
 
-    from evaluation.downstream import epoch_learning_rate, fit
+    from modeling_place.evaluation.downstream import epoch_learning_rate, fit
 
     torch.manual_seed(0)
     head = torch.nn.Linear(3, 1)
@@ -228,15 +228,8 @@ def test_lesion_patches_marks_the_patches_a_box_overlaps():
 
 
 def test_light_budget_keeps_the_studys_rate_and_epoch_size_and_the_full_budget_changes_both():
-    import importlib.util
+    from modeling_place.evaluation.protocols import suite as script
 
-    spec = importlib.util.spec_from_file_location("evaluate_script", REPO / "examples" / "evaluate.py")
-    script = importlib.util.module_from_spec(spec)
-    saved_path = list(sys.path)
-    try:
-        spec.loader.exec_module(script)
-    finally:
-        sys.path[:] = saved_path  # the script puts examples/ first, where its evaluate.py shadows `evaluate`
     common = script.argparse.Namespace(model="place-cxr", output_dir="o", image_size=64, data_cache=None, seed=0,
                                        quick=False, budget="light", repeats=1)
     for name in ("classification", "segmentation", "detection", "report_generation"):
@@ -259,7 +252,7 @@ def test_light_budget_keeps_the_studys_rate_and_epoch_size_and_the_full_budget_c
 
 
 def test_summarise_repeats_averages_test_numbers_and_keeps_the_chosen_heads_own():
-    from evaluation.downstream import head_seed, summarise_repeats
+    from modeling_place.evaluation.downstream import head_seed, summarise_repeats
 
     runs = [{"test_map": 0.2, "best_validation": 0.5, "history": [1]}, {"test_map": 0.4, "best_validation": 0.7, "history": [2]}]
     summary = summarise_repeats(runs, kept=1)
@@ -273,7 +266,7 @@ def test_summarise_repeats_averages_test_numbers_and_keeps_the_chosen_heads_own(
 def test_fine_tune_fractions_refuses_zero_repeats():
     from types import SimpleNamespace
 
-    from evaluation.downstream import fine_tune_fractions
+    from modeling_place.evaluation.downstream import fine_tune_fractions
 
     settings = SimpleNamespace(repeats=0, fractions=[1.0], seed=0, output_dir="unused")
     with pytest.raises(ValueError, match="--repeats must be at least 1"):

@@ -19,7 +19,7 @@ from transformers import (
     pipeline,
 )
 
-from processing import PlaceImageProcessor
+from modeling_place.processing import PlaceImageProcessor
 from modeling_place import (
     PlaceConfig,
     PlaceForImageClassification,

@@ -34,8 +34,8 @@ from modeling_place import (
     PlaceForSemanticSegmentation,
     PlaceModel,
 )
-from place_hub import VARIANTS, complete_auto_map, eval_results_from_file, render_model_card, stage_folder
-from processing import PlaceImageProcessor, PlaceProcessor, train_wordpiece_tokenizer
+from modeling_place.publishing import VARIANTS, complete_auto_map, eval_results_from_file, render_model_card, stage_folder
+from modeling_place.processing import PlaceImageProcessor, PlaceProcessor, train_wordpiece_tokenizer
 from tests.helpers import micro_config
 from tests.hub_server import LocalHub, git_blob_oid
 
@@ -136,7 +136,7 @@ LOAD_SCRIPT = textwrap.dedent(
     import json, sys
     class BlockPackages:  # only the repositories' custom code may be used, never the installed packages
         def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("modeling_place", "processing", "place_hub", "training"):
+            if name.split(".")[0] in ("modeling_place", "processing", "modeling_place.publishing", "training"):
                 raise ImportError("blocked " + name)
     sys.meta_path.insert(0, BlockPackages())
     import torch, transformers

@@ -12,7 +12,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 from transformers import AutoImageProcessor
 
-from processing.image_processing_place import PlaceImageProcessor, _affine_grid
+from modeling_place.processing.image_processing_place import PlaceImageProcessor, _affine_grid
 
 
 def _test_image(height: int = 48, width: int = 40, seed: int = 0) -> np.ndarray:

@@ -5,8 +5,8 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, f1_score, jaccard_score, roc_auc_score
 
-from evaluation import METRIC_NAMES, load_metric
-from evaluation.functional import (
+from modeling_place.evaluation import METRIC_NAMES, load_metric
+from modeling_place.evaluation.functional import (
     accuracy,
     cider_d,
     corpus_bleu,
@@ -19,7 +19,7 @@ from evaluation.functional import (
     rouge_l,
     tokenize_text,
 )
-from processing import PlaceImageProcessor
+from modeling_place.processing import PlaceImageProcessor
 
 RNG = np.random.default_rng(0)
 

@@ -15,10 +15,10 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from transformers import AutoProcessor, BertTokenizer
 
-from processing.image_processing_place import PlaceImageProcessor
-from processing.processing_place import PlaceProcessor
-from processing.report_place import sentence_hash
-from processing.tokenization_place import BERT_SPECIAL_TOKENS, load_tokenizer, train_wordpiece_tokenizer
+from modeling_place.processing.image_processing_place import PlaceImageProcessor
+from modeling_place.processing.processing_place import PlaceProcessor
+from modeling_place.processing.report_place import sentence_hash
+from modeling_place.processing.tokenization_place import BERT_SPECIAL_TOKENS, load_tokenizer, train_wordpiece_tokenizer
 
 CORPUS = [
     "FINDINGS: The lungs are clear. There is no pleural effusion or pneumothorax. Heart size is normal.",

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from processing.labels_place import CHEXPERT_COMPETITION_TASKS, CHEXPERT_LABELS, canonical_label
-from processing.prepare import main as prepare_main
-from processing.readers_place import (
+from modeling_place.data.labels_place import CHEXPERT_COMPETITION_TASKS, CHEXPERT_LABELS, canonical_label
+from modeling_place.data.prepare import main as prepare_main
+from modeling_place.data.readers_place import (
     decode_siim_mask,
     load_dataset_by_name,
     load_image,

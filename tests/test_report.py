@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processing.report_place import (
+from modeling_place.processing.report_place import (
     extract_report_text,
     find_sections,
     normalize_sentence,

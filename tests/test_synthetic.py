@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from processing.synthetic_cxr import (
+from modeling_place.data.synthetic_cxr import (
     FINDINGS,
     GENERATOR_VERSION,
     PATHOLOGIES,
@@ -15,7 +15,7 @@ from processing.synthetic_cxr import (
     label_fraction_subset,
     main,
 )
-from processing.synthetic_reports import MENTION_PATTERNS, NEGATION_PATTERN, NO_FINDING_PATTERN, report_sections
+from modeling_place.data.synthetic_reports import MENTION_PATTERNS, NEGATION_PATTERN, NO_FINDING_PATTERN, report_sections
 
 SEEDS = range(60)
 
@@ -81,7 +81,7 @@ def test_parallel_builds_of_one_split_both_succeed(tmp_path, monkeypatch):
     import os
     import shutil
 
-    import processing.synthetic_cxr as synthetic
+    import modeling_place.data.synthetic_cxr as synthetic
 
     real_replace = os.replace
 

@@ -14,7 +14,7 @@ from PIL import Image as PILImage
 from transformers import AutoModel
 
 from tests.helpers import micro_config, synthetic_report_tokenizer
-from training import (
+from modeling_place.training import (
     NonFiniteLossError,
     PairSplits,
     PlaceTrainer,

@@ -1,0 +1,220 @@
+"""Image–report pairs for pretraining: datasets, bad-sample skipping, the processor-driven collator.
+
+A bad sample (unreadable image, empty or non-string report) is replaced by the next good one and counted, so
+every batch keeps its size: the contrastive all-gather needs equal batches on every rank.
+"""
+
+from __future__ import annotations
+
+import io
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from modeling_place.processing.image_processing_place import PlaceImageProcessor, load_image_file
+from modeling_place.processing.processing_place import PlaceProcessor
+from modeling_place.processing.tokenization_place import load_tokenizer, train_wordpiece_tokenizer
+
+from .config import TrainConfig
+
+MAX_CONSECUTIVE_BAD = 64
+
+
+def distributed_state() -> Any:
+    """accelerate's shared process state; on a machine without CUDA it must be told `cpu=True`, or
+    `accelerate launch --multi_gpu` starts N independent single-process runs instead of gloo DDP."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+@dataclass
+class PairSplits:
+    """Train and validation tables with the names of their image and report columns."""
+
+    train: Any
+    validation: Any
+    image_column: str
+    text_column: str
+
+
+def load_pair_splits(config: TrainConfig) -> PairSplits:
+    """The synthetic pretraining split, or a real dataset by reader name (modeling_place.data.readers_place)."""
+    if config.dataset == "synthetic":
+        from modeling_place.data.synthetic_cxr import build_split
+
+        state = distributed_state()
+        # The main process builds the cache, the others reuse it. Under DDP it generates in-process: forked
+        # generator workers inherit the gloo sockets and desynchronise the ranks' collectives when they exit.
+        with state.main_process_first():
+            workers = 2 if state.num_processes == 1 else 1
+            splits = build_split("pretrain", seed=config.data_seed, size=config.synthetic_size, num_proc=workers)
+        train, validation, image_column, text_column = splits["train"], splits["validation"], "image", "report"
+    else:
+        from modeling_place.data.readers_place import load_dataset_by_name
+
+        if config.data_root is None:
+            raise ValueError(f"dataset {config.dataset!r} needs --data_root (the folder of its official layout)")
+        splits = load_dataset_by_name(config.dataset, config.data_root, **config.data_options)
+        if "train" not in splits:
+            raise ValueError(f"dataset {config.dataset!r} at {config.data_root} has no 'train' split: {list(splits)}")
+        train, validation, image_column, text_column = splits["train"], splits.get("validation"), "image_path", "text"
+    for name, table in (("train", train), ("validation", validation)):
+        if table is not None:
+            _require_columns(table, (image_column, text_column), f"{config.dataset} {name} split")
+    if validation is not None:  # validation_pairs=0 switches validation off
+        count = min(len(validation), config.validation_pairs)
+        validation = validation.select(range(count)) if count else None
+    return PairSplits(train, validation, image_column, text_column)
+
+
+def _require_columns(table: Any, columns: tuple[str, ...], where: str) -> None:
+    missing = [column for column in columns if column not in table.column_names]
+    if missing:
+        raise ValueError(f"{where}: missing column(s) {missing}; found {table.column_names}")
+
+
+def decode_image(value: Any) -> Any:
+    """A path, an `Image(decode=False)` dict or an image object → a fully decoded image (raises ValueError)."""
+    if isinstance(value, dict):
+        if value.get("bytes") is not None:
+            try:
+                with PIL.Image.open(io.BytesIO(value["bytes"])) as image:
+                    image.load()
+                    return image.copy()
+            except Exception as error:
+                raise ValueError(f"cannot decode image bytes ({value.get('path')}): {error}") from error
+        value = value.get("path")
+    if isinstance(value, str):
+        return load_image_file(value)
+    if value is None:
+        raise ValueError("image is missing")
+    return value
+
+
+class ImageReportPairs(Dataset):
+    """Pairs from a `datasets` table; a bad row is replaced by the next good one and counted in `skipped`."""
+
+    def __init__(self, table: Any, image_column: str, text_column: str, processor: PlaceProcessor) -> None:
+        from datasets import Image
+
+        if image_column in table.features and isinstance(table.features[image_column], Image):
+            table = table.cast_column(image_column, Image(decode=False))  # decode here, where errors are caught
+        self.table, self.image_column, self.text_column = table, image_column, text_column
+        self.processor = processor
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def _load(self, index: int) -> dict[str, Any]:
+        row = self.table[index]
+        text = row[self.text_column]
+        if not self.processor.is_valid_report(text):
+            raise ValueError(f"row {index}: empty or invalid report {text!r:.60}")
+        return {"image": decode_image(row[self.image_column]), "text": text, "index": index}
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        for offset in range(MAX_CONSECUTIVE_BAD):
+            try:
+                sample = self._load((index + offset) % len(self))
+            except (ValueError, OSError, FileNotFoundError):
+                continue
+            sample["skipped"] = offset
+            return sample
+        raise RuntimeError(f"{MAX_CONSECUTIVE_BAD} consecutive bad samples from row {index}: is the data readable?")
+
+
+class PlaceCollator:
+    """Runs `PlaceProcessor` on a list of samples; train-time augmentation is seeded by the samples' indices,
+    so a batch is the same whatever worker builds it and whether or not the run was resumed."""
+
+    def __init__(self, processor: PlaceProcessor, train: bool, seed: int = 0) -> None:
+        self.processor, self.train, self.seed = processor, train, seed
+
+    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        indices = np.array([sample["index"] for sample in samples], dtype=np.int64)
+        batch_seed = zlib.crc32(indices.tobytes(), self.seed) 
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(batch_seed)
+            batch = self.processor(
+                images=[sample["image"] for sample in samples],
+                text=[sample["text"] for sample in samples],
+                train=self.train,
+                return_tensors="pt",
+            )
+        features = dict(batch)
+        features["skipped"] = torch.tensor(sum(sample["skipped"] for sample in samples))
+        return features
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A fresh permutation per epoch from `(seed, epoch)`: reproducible across restarts and ranks."""
+
+    def __init__(self, length: int, seed: int) -> None:
+        self.length, self.seed, self.epoch = length, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.length, generator=generator).tolist())
+
+
+def build_tokenizer(config: TrainConfig, splits: PairSplits) -> Any:
+    """A local tokenizer (config.tokenizer, else init_text's) or a WordPiece vocabulary trained on the reports."""
+    source = config.tokenizer or config.init_text
+    if source is not None:
+        return load_tokenizer(source, model_max_length=config.max_length)
+    reports = (text for text in splits.train[splits.text_column] if isinstance(text, str) and text.strip())
+    return train_wordpiece_tokenizer(reports, vocab_size=config.vocab_size, model_max_length=config.max_length)
+
+
+def build_processor(tokenizer: Any, image_size: int, max_sentences: int, max_length: int) -> PlaceProcessor:
+    """Processor whose crop equals the vision tower's input size (resize to 8/7 of it first, as 256 → 224)."""
+    resize = round(image_size * 8 / 7)
+    image_processor = PlaceImageProcessor(
+        size={"height": resize, "width": resize}, crop_size={"height": image_size, "width": image_size}
+    )
+    return PlaceProcessor(image_processor, tokenizer, max_sentences=max_sentences, max_length=max_length)
+
+
+def run_processor(config: TrainConfig, splits: PairSplits, max_sentences: int, image_size: int) -> PlaceProcessor:
+    """The run's processor, built once by the main process and saved in `run_dir/processor`.
+
+    Every rank and every resumed run loads that saved copy: WordPiece training breaks count ties
+    arbitrarily, so two trainings on the same reports can give different vocabularies.
+    """
+    saved = Path(config.run_dir) / "processor"
+    state = distributed_state()
+    with state.main_process_first():
+        if state.is_main_process and not (config.resume and (saved / "processor_config.json").exists()):
+            tokenizer = build_tokenizer(config, splits)
+            build_processor(tokenizer, image_size, max_sentences, config.max_length).save_pretrained(saved)
+        return PlaceProcessor.from_pretrained(saved)
+
+
+def build_model_and_processor(config: TrainConfig, splits: PairSplits) -> tuple[Any, PlaceProcessor]:
+    """The PLACE model of `config` (pretrained towers loaded after construction) and its processor."""
+    from accelerate.utils import set_seed
+
+    from modeling_place import PlaceConfig, PlaceModel
+
+    model_config = PlaceConfig.from_preset(config.preset, **config.model)
+    processor = run_processor(config, splits, model_config.max_sentences, model_config.image_size)
+    model_config.text_config.vocab_size = len(processor.tokenizer)
+    set_seed(config.seed)  # the initial weights are part of the run's reproducibility
+    if config.init_vision or config.init_text:
+        model = PlaceModel.from_encoders(vision=config.init_vision, text=config.init_text, config=model_config)
+    else:
+        model = PlaceModel(model_config)
+    return model, processor

@@ -1,0 +1,381 @@
+"""PlaceTrainer: a custom `accelerate` training loop for PLACE pretraining.
+
+It owns mixed precision, gradient accumulation and clipping, AdamW with weight-decay groups, a cosine
+schedule with warm-up, periodic validation (loss and image-to-report Recall@1/5), rotating checkpoints with
+exact resume (step, epoch, position in the epoch, RNG states, scheduler), trackers, a progress bar, bad-sample
+accounting and a guard that stops on a non-finite loss without overwriting the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from modeling_place import PlaceModel
+from modeling_place.processing.processing_place import PlaceProcessor
+
+from .config import TrainConfig
+from .data import EpochShuffleSampler, ImageReportPairs, PairSplits, PlaceCollator
+
+# PlaceConfig.to_dict() entries that differ between equal models (library version, where it was loaded from)
+VOLATILE_CONFIG_KEYS = frozenset({"transformers_version", "_name_or_path", "_commit_hash", "architectures", "auto_map"})
+METRICS_LOG = "metrics.jsonl"  # per-log training and validation records, in run_dir and the saved folder
+MODEL_INPUTS = ("pixel_values", "input_ids", "attention_mask", "sentence_ids", "sentence_hashes")
+# Parameters that are not weight-decayed besides biases and norms (all 1-D): learned tokens and embeddings.
+NO_DECAY_NAMES = ("pos_embed", "cls_token", "reg_token", "queries", "mask_token", "logit_scale", "embeddings")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
+
+
+class TrainProgress:
+    """Counters saved with every checkpoint (`accelerator.register_for_checkpointing`)."""
+
+    def __init__(self) -> None:
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.samples = 0
+        self.skipped = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        vars(self).update(state)
+
+
+def cosine_with_warmup(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """LR multiplier: linear warm-up to 1, then cosine decay to `min_ratio` at `total` steps."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: matrices decay; biases, norms, learned tokens and embeddings do not."""
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        skip = parameter.ndim < 2 or any(part in name for part in NO_DECAY_NAMES)
+        (no_decay if skip else decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def resolve_mixed_precision(choice: str) -> str:
+    """`auto` → bf16 where the hardware runs it fast (Ampere+ GPUs; CPUs with AVX512-BF16 or AMX), else fp32.
+
+    Without native bf16 a CPU emulates it ~50x slower than fp32 (seen on an AMD EPYC without AVX512-BF16).
+    """
+    if choice != "auto":
+        return choice
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(
+        torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    return "bf16" if native else "no"
+
+
+def recall_at_k(image_embeds: torch.Tensor, text_embeds: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
+    """Image-to-report Recall@k: row i's own report (column i) among its top-k most similar reports."""
+    similarity = image_embeds.float() @ text_embeds.float().t()
+    own = similarity.diagonal().unsqueeze(1)
+    rank = (similarity > own).sum(dim=1)  # reports scored strictly above the true one
+    return {f"recall@{k}": (rank < k).float().mean().item() for k in ks}
+
+
+class PlaceTrainer:
+    """Pretrains a `PlaceModel` on image–report pairs with `accelerate` (1 CPU → many GPUs, same code)."""
+
+    def __init__(self, config: TrainConfig, model: PlaceModel, processor: PlaceProcessor, splits: PairSplits) -> None:
+        self.config, self.processor = config, processor
+        self.run_dir = Path(config.run_dir)
+        self.accelerator = self._make_accelerator(model)
+        set_seed(config.seed)
+        if config.gradient_checkpointing:
+            model.activation_checkpointing_enable()
+        self.progress = TrainProgress()
+        optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.98))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: cosine_with_warmup(step, config.warmup_steps, config.max_steps, config.min_lr_ratio)
+        )
+        self.sampler = EpochShuffleSampler(len(splits.train), config.seed)
+        train_loader = self._loader(splits.train, splits, train=True)
+        val_loader = self._loader(splits.validation, splits, train=False) if splits.validation is not None else None
+        self.model, self.optimizer, self.train_loader = self.accelerator.prepare(model, optimizer, train_loader)
+        self.val_loader = self.accelerator.prepare(val_loader) if val_loader is not None else None
+        self.accelerator.register_for_checkpointing(self.scheduler, self.progress)
+        self.history: list[dict[str, float]] = []
+        self._pending_skipped = 0
+        self.last_validation: tuple[int, dict[str, float]] | None = None
+
+    # -- set-up ------------------------------------------------------------------------------------------
+    def _make_accelerator(self, model: PlaceModel) -> Accelerator:
+        weights = model.config.loss_weights
+        # An objective switched off leaves its heads without gradients; DDP must be told.
+        ddp = DistributedDataParallelKwargs(find_unused_parameters=min(weights.values()) == 0)
+        project = ProjectConfiguration(
+            project_dir=str(self.run_dir), automatic_checkpoint_naming=True, total_limit=self.config.keep_checkpoints
+        )
+        return Accelerator(
+            cpu=not torch.cuda.is_available(),  # see modeling_place.training.data.distributed_state
+            mixed_precision=resolve_mixed_precision(self.config.mixed_precision),
+            gradient_accumulation_steps=self.config.grad_accum,
+            log_with=self.config.trackers or None,
+            project_config=project,
+            kwargs_handlers=[ddp],
+        )
+
+    def _loader(self, table: Any, splits: PairSplits, train: bool) -> DataLoader:
+        dataset = ImageReportPairs(table, splits.image_column, splits.text_column, self.processor)
+        batch_size = self.config.batch_size
+        if not train:  # validation batches must be full on every rank (the loss all-gathers equal shapes)
+            if len(dataset) < self.accelerator.num_processes:
+                raise ValueError(f"{len(dataset)} validation pairs cannot be shared by "
+                                 f"{self.accelerator.num_processes} processes; raise validation_pairs or set it to 0")
+            batch_size = min(batch_size, len(dataset) // self.accelerator.num_processes)
+        workers = self.config.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=self.sampler if train else None,
+            drop_last=True,
+            collate_fn=PlaceCollator(self.processor, train=train and self.config.augment, seed=self.config.seed),
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            # Its own generator: starting an epoch's iterator must not draw from the global RNG, or a resumed
+            # run (whose iterator starts mid-epoch) would see different dropout masks than an uninterrupted one.
+            generator=torch.Generator().manual_seed(self.config.seed),
+        )
+
+    # -- checkpoints -------------------------------------------------------------------------------------
+    def checkpoints(self) -> list[Path]:
+        """Saved checkpoints of this run, oldest first."""
+        folder = self.run_dir / "checkpoints"
+        found = [p for p in folder.glob("checkpoint_*") if re.fullmatch(r"checkpoint_\d+", p.name)] if folder.exists() else []
+        return sorted(found, key=lambda p: int(p.name.split("_")[1]))
+
+    def maybe_resume(self) -> bool:
+        """Load the newest checkpoint of `run_dir` (model, optimizer, scheduler, RNG, counters)."""
+        found = self.checkpoints()
+        if not (self.config.resume and found):
+            return False
+        self._check_same_model()
+        self.accelerator.load_state(str(found[-1]))
+        self.accelerator.project_configuration.iteration = int(found[-1].name.split("_")[1]) + 1
+        self.accelerator.print(f"resumed from {found[-1]} at step {self.progress.step}")
+        return True
+
+    def _model_config(self) -> dict[str, Any]:
+        """The model's configuration minus what does not change the weights' meaning (versions, paths)."""
+        config = self.accelerator.unwrap_model(self.model).config.to_dict()
+        # through JSON, as saved: integer label ids become strings
+        return json.loads(json.dumps({k: v for k, v in config.items() if k not in VOLATILE_CONFIG_KEYS}))
+
+    def _check_same_model(self) -> None:
+        """Refuse to resume checkpoints of a differently configured model (a changed default, other flags)."""
+        saved_path = self.run_dir / "model_config.json"
+        if not saved_path.exists():  # run directories from before this record existed
+            return
+        saved, current = json.loads(saved_path.read_text()), self._model_config()
+        differing = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
+        if differing:
+            details = ", ".join(f"{k}: checkpoint {saved.get(k)!r}, now {current.get(k)!r}"
+                                if not isinstance(current.get(k), dict) else f"{k} (sub-config)" for k in differing[:5])
+            raise ValueError(f"{self.run_dir} holds checkpoints of a different model ({details}). Pass the same "
+                             "--model overrides, a new --run_dir, or --resume=false to start over.")
+
+    def _sync_skipped(self) -> None:
+        """Add every rank's bad samples since the last sync to the global counter."""
+        pending = torch.tensor(float(self._pending_skipped), device=self.accelerator.device)
+        self.progress.skipped += int(self.accelerator.reduce(pending, "sum").item())
+        self._pending_skipped = 0
+
+    def save_checkpoint(self) -> None:
+        self._raise_if_nonfinite()  # never overwrite a good checkpoint with diverged weights
+        self._sync_skipped()
+        self.accelerator.save_state()
+        if self.accelerator.is_main_process:
+            self.config.save(self.run_dir / "train_config.json")
+            (self.run_dir / "model_config.json").write_text(json.dumps(self._model_config(), indent=2, sort_keys=True))
+
+    # -- loop --------------------------------------------------------------------------------------------
+    def train(self) -> dict[str, Any]:
+        """Train to `max_steps` (resuming if a checkpoint exists); returns a summary of the run."""
+        self.maybe_resume()
+        self.accelerator.init_trackers("place-pretrain", config=_flat(self.config.to_dict()))
+        self._nonfinite = torch.zeros((), dtype=torch.bool, device=self.accelerator.device)
+        start_step, start_time = self.progress.step, time.perf_counter()
+        bar = tqdm(total=self.config.max_steps, initial=start_step, disable=not (
+            self.config.progress_bar and self.accelerator.is_local_main_process), desc="pretrain")
+        initial = self.evaluate() if start_step == 0 and self.val_loader is not None else None
+        while self.progress.step < self.config.max_steps:
+            self._train_epoch(bar, start_step, start_time)
+        bar.close()
+        self._raise_if_nonfinite()
+        return self._summary(initial, start_step, time.perf_counter() - start_time)
+
+    def _epoch_batches(self):
+        self.sampler.set_epoch(self.progress.epoch)
+        if self.progress.batch_in_epoch:
+            return self.accelerator.skip_first_batches(self.train_loader, self.progress.batch_in_epoch)
+        return self.train_loader
+
+    def _train_epoch(self, bar: tqdm, start_step: int, start_time: float) -> None:
+        for batch in self._epoch_batches():
+            loss = self._train_batch(batch)
+            self.progress.batch_in_epoch += 1
+            if not self.accelerator.sync_gradients:
+                continue
+            self.progress.step += 1
+            bar.update(1)
+            self._after_step(loss, bar, start_step, start_time)
+            if self.progress.step >= self.config.max_steps:
+                return
+        self.progress.epoch += 1
+        self.progress.batch_in_epoch = 0
+
+    def _train_batch(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        self.model.train()
+        self.progress.samples += batch["pixel_values"].shape[0] * self.accelerator.num_processes
+        self._pending_skipped += int(batch["skipped"])  # a CPU tensor from the collator: no device sync
+        with self.accelerator.accumulate(self.model):
+            output = self.model(**{k: batch[k] for k in MODEL_INPUTS}, return_loss=True)
+            self._nonfinite |= ~torch.isfinite(output.loss.detach())
+            self.accelerator.backward(output.loss)
+            if self.accelerator.sync_gradients:
+                self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+            self.optimizer.step()
+            if self.accelerator.sync_gradients:
+                self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return torch.stack([_value(output, n) for n in ("loss", "loss_ita", "loss_pcma", "loss_ce")]).detach()
+
+    def _after_step(self, losses: torch.Tensor, bar: tqdm, start_step: int, start_time: float) -> None:
+        step = self.progress.step
+        if step % self.config.log_every == 0 or step == self.config.max_steps:
+            self._log_train(losses, bar, start_step, start_time)
+        if self.val_loader is not None and (step % self.config.eval_every == 0 or step == self.config.max_steps):
+            self.accelerator.log(self.evaluate(), step=step)
+        if step % self.config.checkpoint_every == 0 or step == self.config.max_steps:
+            self.save_checkpoint()
+
+    def _log_train(self, losses: torch.Tensor, bar: tqdm, start_step: int, start_time: float) -> None:
+        self._raise_if_nonfinite()
+        self._sync_skipped()
+        self._check_bad_fraction()
+        values = dict(zip(("loss", "loss_ita", "loss_pcma", "loss_ce"), self.accelerator.reduce(losses, "mean").tolist()))
+        elapsed = max(time.perf_counter() - start_time, 1e-9)
+        global_batch = self.config.batch_size * self.config.grad_accum * self.accelerator.num_processes
+        values.update(lr=self.scheduler.get_last_lr()[0], samples_per_s=(self.progress.step - start_step) * global_batch / elapsed)
+        self.history.append({"step": self.progress.step, **values})
+        self._append_metrics({"kind": "train", "step": self.progress.step, **values})
+        self.accelerator.log(values, step=self.progress.step)
+        bar.set_postfix(loss=f"{values['loss']:.3f}", sps=f"{values['samples_per_s']:.1f}")
+
+    def _raise_if_nonfinite(self) -> None:
+        if hasattr(self, "_nonfinite") and bool(self.accelerator.reduce(self._nonfinite.float(), "sum") > 0):
+            last = self.checkpoints()
+            raise NonFiniteLossError(
+                f"the loss became NaN/inf at or before step {self.progress.step}; training stopped. "
+                f"Last good checkpoint: {last[-1] if last else 'none (no checkpoint was saved yet)'}. "
+                "Lower the learning rate or use mixed_precision=no, then resume."
+            )
+
+    def _check_bad_fraction(self) -> None:
+        fraction = self.progress.skipped / max(1, self.progress.samples)
+        if fraction > self.config.max_bad_fraction:
+            raise RuntimeError(
+                f"{self.progress.skipped} of {self.progress.samples} samples were unreadable or had empty reports "
+                f"({fraction:.1%} > max_bad_fraction={self.config.max_bad_fraction}); check the data."
+            )
+
+    # -- validation --------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Validation loss (each objective) and image-to-report Recall@1/5 over the validation pairs."""
+        self.model.eval()
+        losses, images, texts = [], [], []
+        for batch in self.val_loader:
+            output = self.model(**{k: batch[k] for k in MODEL_INPUTS}, return_loss=True)
+            losses.append(torch.stack([_value(output, n) for n in ("loss", "loss_ita", "loss_pcma", "loss_ce")]))
+            images.append(self.accelerator.gather_for_metrics(output.image_embeds))
+            texts.append(self.accelerator.gather_for_metrics(output.text_embeds))
+        mean = self.accelerator.reduce(torch.stack(losses).mean(0), "mean").tolist()
+        metrics = {f"val_{name}": value for name, value in zip(("loss", "loss_ita", "loss_pcma", "loss_ce"), mean)}
+        metrics.update({f"val_{k}": v for k, v in recall_at_k(torch.cat(images), torch.cat(texts)).items()})
+        self.accelerator.print(f"step {self.progress.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
+                               flush=True)
+        self.last_validation = (self.progress.step, metrics)
+        self._append_metrics({"kind": "validation", "step": self.progress.step, **metrics})
+        return metrics
+
+    def _append_metrics(self, record: dict[str, Any]) -> None:
+        """One JSON line per log to `run_dir/metrics.jsonl` (training curves without a tracker). A resumed run
+        re-logs the steps after its checkpoint: readers keep the last record per (kind, step)."""
+        if self.accelerator.is_main_process:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.run_dir / METRICS_LOG, "a", encoding="utf-8") as log:
+                log.write(json.dumps(record) + "\n")
+
+    # -- results -----------------------------------------------------------------------------------------
+    def _summary(self, initial: dict[str, float] | None, start_step: int, seconds: float) -> dict[str, Any]:
+        self._sync_skipped()
+        final = {}
+        if self.val_loader is not None:
+            step, metrics = self.last_validation or (-1, {})
+            final = metrics if step == self.progress.step else self.evaluate()
+        global_batch = self.config.batch_size * self.config.grad_accum * self.accelerator.num_processes
+        return {
+            "steps": self.progress.step,
+            "seconds": seconds,
+            "samples_per_s": (self.progress.step - start_step) * global_batch / max(seconds, 1e-9),
+            "skipped_samples": self.progress.skipped,
+            "samples": self.progress.samples,
+            "initial_validation": initial,
+            "final_validation": final,
+            "last_train_log": self.history[-1] if self.history else None,
+        }
+
+    def save_pretrained(self, output_dir: str | Path, summary: dict[str, Any] | None = None) -> None:
+        """Model (safetensors + Hub custom code), processor, training config and summary → `output_dir`."""
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            return
+        output_dir = Path(output_dir)
+        model = self.accelerator.unwrap_model(self.model)
+        model.save_pretrained(output_dir)
+        self.processor.save_pretrained(output_dir)
+        self.config.save(output_dir / "train_config.json")
+        if summary is not None:
+            (output_dir / "training_summary.json").write_text(json.dumps(summary, indent=2))
+        if (self.run_dir / METRICS_LOG).exists():
+            shutil.copyfile(self.run_dir / METRICS_LOG, output_dir / METRICS_LOG)
+
+    def end(self) -> None:
+        self.accelerator.end_training()
+
+
+def _value(output: Any, name: str) -> torch.Tensor:
+    value = getattr(output, name)
+    return value.detach().float() if value is not None else torch.zeros((), device=output.loss.device)
+
+
+def _flat(values: dict[str, Any]) -> dict[str, Any]:
+    """Tracker-friendly config: nested mappings and lists become JSON strings."""
+    return {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in values.items()}
