@@ -28,16 +28,15 @@ EXAMPLES = Path(__file__).resolve().parent
 # Objective switches (PlaceConfig overrides) of each variant; the rest is the default configuration.
 VARIANTS = {
     **OBJECTIVE_VARIANTS,
-    # PCMA knobs that METHOD.md marks (ablate): matching, tau_match (soft matching only), M; and our two
-    # remedies for collapsed observations (docs/RESULTS.md)
+    # PCMA knobs that docs/METHOD.md marks (ablate): matching, tau_match (soft matching only), M. The study's
+    # diversity, competitive-attention and patch-observation variants used options retired since; the git tag
+    # results-negative-options runs them (docs/RESULTS.md).
     "place_soft": {"pcma_matching": "soft"},
     "place_soft_tau0.05": {"pcma_matching": "soft", "tau_match": 0.05},
     "place_m8": {"num_queries": 8},
     "place_m32": {"num_queries": 32},
-    "place_diversity": {"pcma_diversity": 1.0},
-    "place_competitive": {"vpoe_attention": "competitive", "pcma_diversity": 1.0},
-    # the candidate fix: sentences matched to patch tokens directly (FILIP/GLoRIA-style), no VPOE queries
-    "place_patches": {"observation_tokens": "patches", "pcma_matching": "soft"},
+    # V-PORs and sentences in the global embeddings' space, a V-POR pooling the patches under its map
+    "place_joint": {"pcma_space": "joint"},
 }
 # The study ran with the VPOE of METHOD.md (16 queries, keys without positions) and hard matching; its
 # variants keep that unless they say otherwise, so it reproduces after the tiny preset moved on (v3,
@@ -45,8 +44,8 @@ VARIANTS = {
 STUDY_BASE = {"pcma_matching": "hard", "num_queries": 16, "vpoe_key_positions": "none"}
 FOLDER_LOCKS: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 # Variants judged on the cheapest tasks only (retrieval includes grounding); the study runs the first four
-SWEEP_RUNS = ("place_soft_tau0.05", "place_m8", "place_m32", "place_patches")
-SWEEP = (*SWEEP_RUNS, "place_diversity", "place_competitive")
+SWEEP_RUNS = ("place_soft_tau0.05", "place_m8", "place_m32", "place_joint")
+SWEEP = SWEEP_RUNS
 SWEEP_TASKS = ["zero_shot", "retrieval"]
 # The study, most informative first: every variant at seed 0, the random baseline, seeds 1 and 2 of ITA-only,
 # full PLACE and ITA + CE (the best variant at seed 0), the PCMA-knob sweep, then soft matching's seeds (it

@@ -47,10 +47,10 @@ def lesion_patches(labels: list[dict[str, torch.Tensor]], grid: int) -> np.ndarr
 @torch.no_grad()
 def level_tokens(model, pixel_values: torch.Tensor) -> list[np.ndarray]:
     """Patch tokens `(B·N, D_v)` after each block, then the final-norm tokens."""
-    final, hidden_states = model.encode_image_tokens(pixel_values, return_hidden_states=True)
-    blocks = hidden_states[1:]  # the first is the embeddings
-    prefix = model.num_prefix_tokens
-    return [tokens[:, prefix:].reshape(-1, tokens.shape[-1]).numpy() for tokens in [*blocks, final]]
+    vit = model.vision_model.timm_model
+    final, blocks = vit.forward_intermediates(pixel_values, output_fmt="NLC", norm=False)  # timm's public API
+    patches = [tokens.reshape(-1, tokens.shape[-1]).numpy() for tokens in blocks]  # prefix tokens already removed
+    return [*patches, final[:, model.num_prefix_tokens :].reshape(-1, final.shape[-1]).numpy()]
 
 
 def probe_inputs(model, image_processor, rows: dict[str, list]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:

@@ -1,20 +1,23 @@
-"""Configuration of PLACE: the single source of truth for the towers and every objective's knobs.
+"""Configuration of PLACE: the single source of truth for the towers, every objective and every head.
 
-`PlaceConfig` carries a timm vision sub-config (`TimmWrapperConfig`), a BERT-family text sub-config and the
-fields of the three objectives of METHOD.md (ITA, PCMA with the VPOE, correlation exploration). Presets
+`PlaceConfig` carries a timm vision sub-config (`TimmWrapperConfig`), a BERT-family text sub-config, the
+fields of the three objectives (ITA, PCMA with the VPOE, correlation exploration; docs/METHOD.md) and the
+options of the downstream heads. Types are checked by `huggingface_hub`'s `@strict` dataclass validation (as
+every transformers v5 config); the invariants between fields live in one method, `validate_place`. Presets
 `tiny` and `base` come from `PlaceConfig.from_preset(name)`.
 """
 
-from __future__ import annotations
 
 import copy
 import math
+import warnings
 from typing import Any, Literal
 
+from huggingface_hub.dataclasses import strict
 from transformers import BertConfig, PreTrainedConfig, TimmWrapperConfig
 from transformers.configuration_utils import SubConfigSpec
 
-# Presets: the tower shapes only; every PLACE field keeps its default unless a preset needs otherwise.
+# Presets: the tower shapes, and the objective settings that differ from the class defaults at that scale.
 _PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
         "vision_config": {
@@ -32,9 +35,8 @@ _PRESETS: dict[str, dict[str, Any]] = {
         },
         "vpoe_num_heads": 3,
         "fusion_num_heads": 3,
-        "text_pooling": "mean",  # the tiny preset trains its text tower from scratch (see PlaceConfig)
-        # The VPOE measured best at 1,200 CPU steps (docs/RESULTS.md, section 8): queries that can look at a
-        # place ground 2x better, and a sentence reads its best observation's map.
+        "text_pooling": "mean",  # a from-scratch text tower (docs/METHOD.md, "Departures")
+        # docs/RESULTS.md, section 8: queries that can look at a place ground 2x better at 1,200 CPU steps.
         "num_queries": 32,
         "pcma_matching": "hard",
         "vpoe_key_positions": "sincos",
@@ -57,57 +59,75 @@ _PRESETS: dict[str, dict[str, Any]] = {
 _DEFAULT_VISION = dict(_PRESETS["tiny"]["vision_config"])
 _DEFAULT_TEXT = dict(_PRESETS["tiny"]["text_config"])
 
+#: Options removed after docs/RESULTS.md (sections 6-11) found them no better; the git tag
+#: `results-negative-options` reproduces those sections. A saved folder carrying one still loads, with a warning.
+RETIRED_OPTIONS: dict[str, Any] = {
+    "observation_tokens": "queries",
+    "vpoe_attention": "softmax",
+    "pcma_diversity": 0.0,
+    "vpoe_input_block": None,
+}
 
+#: The downstream heads' options (`heads_place.py`): declared fields of `PlaceConfig`, overridable as
+#: `PlaceFor….from_pretrained(folder, name=value)` and saved with the head.
+HEAD_OPTION_NAMES: tuple[str, ...] = (
+    "freeze_encoder", "classifier_dropout", "segmentation_levels", "segmentation_decoder_dim",
+    "segmentation_pixel_skip", "segmentation_dice_weight", "detection_hidden_dim", "detection_levels",
+    "detection_pixel_skip", "detection_trunk_layers", "detection_focal_alpha", "detection_focal_gamma",
+    "detection_class_weight", "detection_l1_weight", "detection_giou_weight", "decoder_hidden_size",
+    "decoder_layers", "decoder_num_heads", "decoder_max_length", "report_bos_token_id", "report_eos_token_id",
+    "report_pad_token_id",
+)
+
+
+@strict(accept_kwargs=True)
 class PlaceConfig(PreTrainedConfig):
     r"""
-    Configuration of a [`PlaceModel`].
+    Configuration of a [`PlaceModel`] and of its downstream heads (docs/METHOD.md gives every equation).
 
-    Args:
+    Towers:
         vision_config (`dict` or `TimmWrapperConfig`): the timm ViT (`architecture` + `model_args`, e.g. `img_size`).
         text_config (`dict` or `BertConfig`): the BERT-family text tower.
-        projection_dim (`int`, defaults to 128): d, the size of every aligned embedding (global, V-POR, T-POR).
-        num_queries (`int`, defaults to 16): M, the VPOE's learnable pathology queries.
-        vpoe_layers (`int`, defaults to 2): depth of the VPOE decoder.
-        vpoe_num_heads (`int`, defaults to 3): attention heads of the VPOE (must divide the vision width).
-        max_sentences (`int`, defaults to 16): K, sentences kept per report.
-        logit_scale_init (`float`, defaults to 1/0.07): initial ITA logit scale; clamped to `logit_scale_max`.
-        tau_match (`float`, defaults to 0.1): temperature of the sentence-to-observation soft matching.
-        tau_pcma (`float`, defaults to 0.1): temperature of the PCMA InfoNCE.
-        pcma_matching (`"soft"` or `"hard"`): METHOD.md's softmax over observations at `tau_match`, or the
-            best-matching observation only (the `tiny` preset's choice, with `vpoe_key_positions="sincos"`;
-            docs/RESULTS.md, section 8). Grounding maps follow the same matching.
-        vpoe_attention (`"softmax"` or `"competitive"`): the VPOE's cross-attention, a softmax over patches per
-            query, or Slot Attention's softmax over queries per patch (queries compete for patches, so they
-            cannot all settle on one).
-        observation_tokens (`"queries"` or `"patches"`): where the V-PORs come from: the VPOE's M learned queries
-            (METHOD.md), or every patch token itself, normalised and projected (M = N, attention = identity), which
-            makes PCMA a FILIP-style sentence-to-patch alignment and grounding a sentence-to-patch similarity map
-            (the candidate fix for collapsed observations; docs/RESULTS.md).
-        vpoe_key_positions (`"none"`, `"sincos"` or `"sincos_values"`): what the VPOE's cross-attention keys carry besides the patch
-            tokens: nothing (METHOD.md), or a fixed 2-D sine-cosine position code added to every key (DETR), so a
-            query can attend to a place and not only to content; the values stay the patch tokens. The class
-            default is METHOD.md's "none", so folders saved before the option load unchanged; the `tiny` preset
-            turns it on. `"sincos_values"` adds the code to the values too, so a V-POR also says where its
-            query looked, and a sentence that names a side and zone can match by place (docs/RESULTS.md,
-            section 11).
-        vpoe_input_block (`int` or `None`): which patch tokens the VPOE reads: the final-norm tokens (`None`,
-            METHOD.md), or the output of ViT block k (1-based; 0 = the position-embedded patch embeddings, before
-            any mixing). Deep tokens carry the whole image, so any query can describe any finding wherever it
-            looks; earlier ones carry less of it. On the tiny preset's schedule this did not move the matched
-            query onto the lesion (docs/RESULTS.md, section 11). The global embedding, the correlation head and
-            every downstream head keep the final-norm tokens.
-        pcma_diversity (`float`, defaults to 0): weight of a term added to L_PCMA, the mean squared cosine between
-            an image's different V-PORs (keeps the observations from collapsing into one global vector).
-        text_pooling (`"cls"` or `"mean"`): the report's global token, CLS (METHOD.md; right for a pretrained
-            text tower) or the mean over real tokens (trains far sooner from scratch; the `tiny` preset's choice).
-        ce_mode (`"dense"` or `"masked"`): correlation exploration on the main forward's patches, or on a
-            second forward with `mask_ratio` of the patch embeddings replaced by a learned mask token.
-        ce_dim (`int`, defaults to 64): d_c, the width of the correlation embedding.
-        fusion_num_heads (`int`): heads of the patch-to-report fusion block.
-        lambda_ita, lambda_pcma, lambda_ce (`float`): loss weights; 0 switches an objective off.
-        vpoe_query_init_std (`float`, defaults to 1.0): std of the VPOE queries at initialisation. At 0.02 the
-            first cross-attention output swamps them and the V-PORs start nearly identical (cosine 0.96 on the
-            tiny preset); 1.0 (DETR's scale) starts them distinct (0.04). See docs/EVALUATION.md.
+        text_pooling (`"cls"` or `"mean"`): the report's global token: CLS, or the mean over real tokens.
+    Alignment (ITA, PCMA):
+        projection_dim (`int`, 128): d, the size of every aligned embedding (global, patch, V-POR, T-POR).
+        logit_scale_init (`float`, 1/0.07): initial ITA logit scale; logit_scale_max (`float`, 100): its clamp.
+        num_queries (`int`, 16): M, the VPOE's learnable pathology queries.
+        vpoe_layers (`int`, 2): depth of the VPOE decoder; vpoe_num_heads (`int`, 3): its attention heads.
+        vpoe_key_positions (`"none"` or `"sincos"`): a fixed 2-D sine-cosine position code on the VPOE's keys.
+        vpoe_query_init_std (`float`, 1.0): std of the VPOE queries at initialisation (1.0 starts them distinct).
+        max_sentences (`int`, 16): K, sentences kept per report.
+        tau_match (`float`, 0.1): temperature of the soft sentence-to-observation matching.
+        tau_pcma (`float`, 0.1): temperature of the PCMA InfoNCE.
+        pcma_matching (`"soft"` or `"hard"`): a softmax over observations at `tau_match`, or the best one only.
+        pcma_space (`"separate"` or `"joint"`): V-PORs and T-PORs under their own projections (the paper), or in
+            the global embeddings' space: a V-POR pools the patches' image projections under its map, a T-POR
+            uses the report projection (docs/METHOD.md, "Grounding").
+    Correlation exploration (CE):
+        ce_mode (`"dense"` or `"masked"`): on the main forward's patches, or on a second, partly masked forward.
+        mask_ratio (`float`, 0.5): fraction of patches masked in `"masked"` mode.
+        ce_dim (`int`, 64): d_c, the width of the correlation embedding.
+        fusion_num_heads (`int`, 3): heads of the patch-to-report fusion block.
+    Loss weights:
+        lambda_ita, lambda_pcma, lambda_ce (`float`, 1.0): 0 switches an objective off (not ITA and PCMA both).
+        initializer_range (`float`, 0.02): std of the linear layers at initialisation.
+    Heads (read by `heads_place.py` only):
+        freeze_encoder (`bool`, True): the encoder runs without gradients (linear probe / frozen backbone).
+        classifier_dropout (`float`, 0.0): dropout before the classification layer.
+        segmentation_levels (`int`, 4): evenly spaced ViT blocks feeding the segmentation decoder.
+        segmentation_decoder_dim (`int`, 64): width of the segmentation decoder.
+        segmentation_pixel_skip (`bool`, True): a convolutional skip from the image at the output resolution.
+        segmentation_dice_weight (`float`, 1.0): weight of the Dice term beside cross-entropy.
+        detection_hidden_dim (`int`, 128): width of the box head.
+        detection_levels (`int`, 4): ViT blocks fused by the box head (1: the final-norm patch tokens).
+        detection_pixel_skip (`bool`, False): the image skip at the patch grid.
+        detection_trunk_layers (`int`, 2): 3x3 convolutions after the level fusion (docs/RESULTS.md, section 10).
+        detection_focal_alpha, detection_focal_gamma (`float`, 0.25, 2.0): the focal classification loss.
+        detection_class_weight, detection_l1_weight, detection_giou_weight (`float`, 1, 5, 2): box loss weights.
+        decoder_hidden_size (`int`, 256), decoder_layers (`int`, 3), decoder_num_heads (`int`, 4),
+        decoder_max_length (`int`, 128): the report-generation decoder.
+        report_bos_token_id, report_eos_token_id, report_pad_token_id (`int`, 2, 3, 0): its special tokens
+            ([CLS], [SEP], [PAD] of the BERT vocabulary).
     """
 
     model_type = "place"
@@ -118,40 +138,60 @@ class PlaceConfig(PreTrainedConfig):
 
     vision_config: dict | PreTrainedConfig | None = None
     text_config: dict | PreTrainedConfig | None = None
+    text_pooling: Literal["cls", "mean"] = "cls"
     projection_dim: int = 128
+    logit_scale_init: float = 1 / 0.07
+    logit_scale_max: float = 100.0
     num_queries: int = 16
     vpoe_layers: int = 2
     vpoe_num_heads: int = 3
+    vpoe_key_positions: Literal["none", "sincos"] = "none"
+    vpoe_query_init_std: float = 1.0
     max_sentences: int = 16
-    logit_scale_init: float = 1 / 0.07
-    logit_scale_max: float = 100.0
     tau_match: float = 0.1
     tau_pcma: float = 0.1
     pcma_matching: Literal["soft", "hard"] = "soft"
-    vpoe_attention: Literal["softmax", "competitive"] = "softmax"
-    observation_tokens: Literal["queries", "patches"] = "queries"
-    vpoe_key_positions: Literal["none", "sincos", "sincos_values"] = "none"
-    vpoe_input_block: int | None = None
-    pcma_diversity: float = 0.0
-    text_pooling: Literal["cls", "mean"] = "cls"
+    pcma_space: Literal["separate", "joint"] = "separate"
     ce_mode: Literal["dense", "masked"] = "dense"
     mask_ratio: float = 0.5
     ce_dim: int = 64
     fusion_num_heads: int = 3
-    lambda_ita: float = 1.0
-    lambda_pcma: float = 1.0
-    lambda_ce: float = 1.0
+    lambda_ita: float | int = 1.0
+    lambda_pcma: float | int = 1.0
+    lambda_ce: float | int = 1.0
     initializer_range: float = 0.02
-    vpoe_query_init_std: float = 1.0
+    # -- heads ------------------------------------------------------------------------------------------
+    freeze_encoder: bool = True
+    classifier_dropout: float | int = 0.0
+    segmentation_levels: int = 4
+    segmentation_decoder_dim: int = 64
+    segmentation_pixel_skip: bool = True
+    segmentation_dice_weight: float | int = 1.0
+    detection_hidden_dim: int = 128
+    detection_levels: int = 4
+    detection_pixel_skip: bool = False
+    detection_trunk_layers: int = 2
+    detection_focal_alpha: float = 0.25
+    detection_focal_gamma: float | int = 2.0
+    detection_class_weight: float | int = 1.0
+    detection_l1_weight: float | int = 5.0
+    detection_giou_weight: float | int = 2.0
+    decoder_hidden_size: int = 256
+    decoder_layers: int = 3
+    decoder_num_heads: int = 4
+    decoder_max_length: int = 128
+    report_bos_token_id: int = 2
+    report_eos_token_id: int = 3
+    report_pad_token_id: int = 0
 
     def __post_init__(self, **kwargs: Any) -> None:
+        _drop_retired_options(kwargs)
         # A partial dict sub-config keeps the defaults it does not override.
         if isinstance(self.vision_config, dict):
             self.vision_config = {**copy.deepcopy(_DEFAULT_VISION), **self.vision_config}
         if isinstance(self.text_config, dict):
             self.text_config = {**_DEFAULT_TEXT, **self.text_config}
         super().__post_init__(**kwargs)
-        self.validate_place_fields()
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "PlaceConfig":
@@ -159,6 +199,13 @@ class PlaceConfig(PreTrainedConfig):
         if name not in _PRESETS:
             raise ValueError(f"Unknown PLACE preset {name!r}; choose one of {sorted(_PRESETS)}.")
         return cls(**{**copy.deepcopy(_PRESETS[name]), **overrides})
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> Any:
+        """A saved configuration; retired options are dropped with a warning (`RETIRED_OPTIONS`)."""
+        config_dict = dict(config_dict)
+        _drop_retired_options(config_dict)
+        return super().from_dict(config_dict, **kwargs)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Any, **kwargs: Any) -> "PlaceConfig":
@@ -195,69 +242,64 @@ class PlaceConfig(PreTrainedConfig):
     def loss_weights(self) -> dict[str, float]:
         return {"ita": self.lambda_ita, "pcma": self.lambda_pcma, "ce": self.lambda_ce}
 
-    def validate_place_fields(self) -> None:
-        """Raise a `ValueError` naming the first field whose value cannot work."""
-        positive_ints = ("projection_dim", "num_queries", "vpoe_layers", "vpoe_num_heads", "max_sentences",
-                         "ce_dim", "fusion_num_heads")
-        for name in positive_ints:
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"PlaceConfig.{name} must be a positive integer, got {value!r}.")
-        for name in ("tau_match", "tau_pcma", "logit_scale_init", "logit_scale_max", "initializer_range",
-                     "vpoe_query_init_std"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"PlaceConfig.{name} must be a finite positive number, got {value!r}.")
-        if self.logit_scale_init > self.logit_scale_max:
-            raise ValueError(
-                f"PlaceConfig.logit_scale_init ({self.logit_scale_init}) exceeds logit_scale_max "
-                f"({self.logit_scale_max})."
-            )
-        self._validate_choices_and_weights()
+    @property
+    def head_options(self) -> dict[str, Any]:
+        """The heads' options and their values in this configuration."""
+        return {name: getattr(self, name) for name in HEAD_OPTION_NAMES}
 
-    def _validate_choices_and_weights(self) -> None:
-        if self.ce_mode not in ("dense", "masked"):
-            raise ValueError(f"PlaceConfig.ce_mode must be 'dense' or 'masked', got {self.ce_mode!r}.")
-        if self.text_pooling not in ("cls", "mean"):
-            raise ValueError(f"PlaceConfig.text_pooling must be 'cls' or 'mean', got {self.text_pooling!r}.")
-        if self.pcma_matching not in ("soft", "hard"):
-            raise ValueError(f"PlaceConfig.pcma_matching must be 'soft' or 'hard', got {self.pcma_matching!r}.")
-        if self.vpoe_attention not in ("softmax", "competitive"):
-            raise ValueError(f"PlaceConfig.vpoe_attention must be 'softmax' or 'competitive', got {self.vpoe_attention!r}.")
-        if self.observation_tokens not in ("queries", "patches"):
-            raise ValueError(
-                f"PlaceConfig.observation_tokens must be 'queries' or 'patches', got {self.observation_tokens!r}."
-            )
-        if self.vpoe_key_positions not in ("none", "sincos", "sincos_values"):
-            raise ValueError(
-                "PlaceConfig.vpoe_key_positions must be 'none', 'sincos' or 'sincos_values', "
-                f"got {self.vpoe_key_positions!r}."
-            )
-        if self.vpoe_input_block is not None and (
-            not isinstance(self.vpoe_input_block, int) or isinstance(self.vpoe_input_block, bool) or self.vpoe_input_block < 0
-        ):
-            raise ValueError(
-                "PlaceConfig.vpoe_input_block must be None (final-norm tokens) or a ViT block number >= 0 "
-                f"(0: the patch embeddings), got {self.vpoe_input_block!r}."
-            )
-        if not 0.0 < self.mask_ratio < 1.0:
-            raise ValueError(f"PlaceConfig.mask_ratio must lie in (0, 1), got {self.mask_ratio!r}.")
-        if not (isinstance(self.pcma_diversity, (int, float)) and math.isfinite(self.pcma_diversity)
-                and self.pcma_diversity >= 0):
-            raise ValueError(f"PlaceConfig.pcma_diversity must be a finite number >= 0, got {self.pcma_diversity!r}.")
-        for name, weight in self.loss_weights.items():
-            if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
-                raise ValueError(f"PlaceConfig.lambda_{name} must be a finite number >= 0, got {weight!r}.")
+    def validate_place(self) -> None:
+        """The invariants `@strict`'s type checks cannot express; raises naming the first field that cannot work."""
+        _require(self, _POSITIVE, lambda v: v >= 1, "a positive integer")
+        _require(self, _POSITIVE_REALS, lambda v: math.isfinite(v) and v > 0, "a finite positive number")
+        _require(self, _WEIGHTS, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
+        _require(self, ("detection_trunk_layers",), lambda v: v >= 0, "an integer >= 0")
+        _require(self, ("mask_ratio",), lambda v: 0.0 < v < 1.0, "a number in (0, 1)")
+        if self.logit_scale_init > self.logit_scale_max:
+            raise ValueError(f"PlaceConfig.logit_scale_init ({self.logit_scale_init}) exceeds logit_scale_max "
+                             f"({self.logit_scale_max}).")
         if self.lambda_ita == 0 and self.lambda_pcma == 0:
             # CE alone learns no image-report alignment and leaves the projection heads untrained.
             raise ValueError("PlaceConfig.lambda_ita and lambda_pcma are both 0: at least one alignment loss is needed.")
+        self._validate_towers()
+
+    def _validate_towers(self) -> None:
         if not self.vision_config.architecture.startswith(("vit_", "deit")):
-            raise ValueError(
-                f"PlaceConfig.vision_config.architecture must be a timm ViT (patch tokens are needed), "
-                f"got {self.vision_config.architecture!r}."
-            )
+            raise ValueError(f"PlaceConfig.vision_config.architecture must be a timm ViT (patch tokens are needed), "
+                             f"got {self.vision_config.architecture!r}.")
         if self.text_config.hidden_size % self.text_config.num_attention_heads:
             raise ValueError("PlaceConfig.text_config.hidden_size must be divisible by num_attention_heads.")
 
 
-__all__ = ["PlaceConfig"]
+_POSITIVE = ("projection_dim", "num_queries", "vpoe_layers", "vpoe_num_heads", "max_sentences", "ce_dim",
+             "fusion_num_heads", "segmentation_levels", "segmentation_decoder_dim", "detection_hidden_dim",
+             "detection_levels", "decoder_hidden_size", "decoder_layers", "decoder_num_heads", "decoder_max_length")
+_POSITIVE_REALS = ("tau_match", "tau_pcma", "logit_scale_init", "logit_scale_max", "initializer_range",
+                   "vpoe_query_init_std")
+_WEIGHTS = ("lambda_ita", "lambda_pcma", "lambda_ce", "classifier_dropout", "segmentation_dice_weight",
+            "detection_focal_alpha", "detection_focal_gamma", "detection_class_weight", "detection_l1_weight",
+            "detection_giou_weight")
+
+
+def _require(config: PlaceConfig, names: tuple[str, ...], holds: Any, what: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if not holds(value):
+            raise ValueError(f"PlaceConfig.{name} must be {what}, got {value!r}.")
+
+
+def _drop_retired_options(kwargs: dict[str, Any]) -> None:
+    """Remove retired options from constructor keywords or a saved configuration (in place), with a warning that
+    says when the model was trained with a value that changed it."""
+    for name, neutral in RETIRED_OPTIONS.items():
+        if name in kwargs:
+            value = kwargs.pop(name)
+            changed = "" if value == neutral else f" The model was trained with {name}={value!r}; it now runs as {neutral!r}."
+            warnings.warn(f"PlaceConfig: ignoring retired option {name!r} (git tag results-negative-options "
+                          f"reproduces it).{changed}", stacklevel=3)
+    if kwargs.get("vpoe_key_positions") == "sincos_values":  # a saved folder's value (from_dict)
+        kwargs["vpoe_key_positions"] = "sincos"
+        warnings.warn("PlaceConfig: vpoe_key_positions='sincos_values' is retired; loading as 'sincos' "
+                      "(git tag results-negative-options reproduces it).", stacklevel=3)
+
+
+__all__ = ["HEAD_OPTION_NAMES", "PlaceConfig", "RETIRED_OPTIONS"]

@@ -6,8 +6,7 @@ towers directly (the text tower and the pretraining heads are reported as unused
 round-trips unchanged. With `config.freeze_encoder` (the default) the encoder runs without gradients and
 stays in eval mode whatever `.train()` is called with.
 
-Head options live in `PlaceConfig` as extra fields with the defaults of `HEAD_DEFAULTS`; they are written
-into the config when a head is built, so a saved head records every choice.
+Head options are declared fields of `PlaceConfig` (defaults in `HEAD_DEFAULTS`); a saved head records them all.
 
 | class | Auto class | output |
 |---|---|---|
@@ -32,49 +31,21 @@ from transformers import initialization as init
 from transformers.modeling_outputs import CausalLMOutput, ImageClassifierOutput, SemanticSegmenterOutput
 from transformers.utils import ModelOutput
 
-from .configuration_place import PlaceConfig
-from .modeling_place import PlaceAttention, PlaceMLP, PlaceObservationExtractor, PlacePreTrainedModel, vit_observation_inputs
+from .configuration_place import HEAD_OPTION_NAMES, PlaceConfig
+from .modeling_place import PlaceAttention, PlaceMLP, PlaceObservationExtractor, PlacePreTrainedModel, vit_forward
 
-#: Head options stored on `PlaceConfig` (override any of them as `from_pretrained(..., name=value)`).
-HEAD_DEFAULTS: dict[str, Any] = {
-    "freeze_encoder": True,  # linear probe / frozen backbone; False = full fine-tune
-    "classifier_dropout": 0.0,
-    "segmentation_levels": 4,  # evenly spaced ViT blocks feeding the decoder
-    "segmentation_decoder_dim": 64,
-    "segmentation_pixel_skip": True,  # UNETR-style convolutional skip from the image at the output resolution
-    "segmentation_dice_weight": 1.0,
-    "detection_hidden_dim": 128,
-    "detection_levels": 4,  # L evenly spaced blocks fused as in segmentation; 1: the final-norm patch tokens
-    "detection_pixel_skip": False,  # the same image skip at the patch grid (helps a random encoder more: docs/RESULTS.md)
-    # 3×3 convolutions after the level fusion: two give the best detector, but each lets the head rebuild features
-    # from the pixel detail that even a random ViT keeps, so examples/evaluate.py compares encoders with none
-    # (docs/RESULTS.md, section 10)
-    "detection_trunk_layers": 2,
-    "detection_focal_alpha": 0.25,
-    "detection_focal_gamma": 2.0,
-    "detection_class_weight": 1.0,
-    "detection_l1_weight": 5.0,
-    "detection_giou_weight": 2.0,
-    "decoder_hidden_size": 256,
-    "decoder_layers": 3,
-    "decoder_num_heads": 4,
-    "decoder_max_length": 128,
-    "report_bos_token_id": 2,  # [CLS] of the BERT vocabulary (modeling_place.processing.tokenization_place)
-    "report_eos_token_id": 3,  # [SEP]
-    "report_pad_token_id": 0,  # [PAD]
-}
+#: The heads' options and their defaults: declared fields of `PlaceConfig` (configuration_place.py).
+HEAD_DEFAULTS: dict[str, Any] = {name: PlaceConfig.__dataclass_fields__[name].default for name in HEAD_OPTION_NAMES}
 
 
 def fill_head_defaults(config: PlaceConfig, **head_options: Any) -> PlaceConfig:
-    """Set `head_options` on `config`, then every still-missing `HEAD_DEFAULTS` field (in place)."""
-    unknown = sorted(set(head_options) - set(HEAD_DEFAULTS))
+    """Set `head_options` on `config` (in place); a name that is not a head option is refused."""
+    unknown = sorted(set(head_options) - set(HEAD_OPTION_NAMES))
     if unknown:
-        raise TypeError(f"Unknown PLACE head option(s) {unknown}; valid options: {sorted(HEAD_DEFAULTS)}")
+        raise TypeError(f"Unknown PLACE head option(s) {unknown}; valid options: {sorted(HEAD_OPTION_NAMES)}")
     for name, value in head_options.items():
         setattr(config, name, value)
-    for name, value in HEAD_DEFAULTS.items():
-        if not hasattr(config, name):
-            setattr(config, name, value)
+    config.validate()
     return config
 
 
@@ -105,6 +76,9 @@ class PlaceHeadPreTrainedModel(PlacePreTrainedModel):
         self.observation_extractor = (
             PlaceObservationExtractor(config, self.vision_width) if with_observations else None
         )
+        # A joint-space VPOE reads the patches through the image projection: keep it beside the VPOE.
+        joint = with_observations and config.pcma_space == "joint"
+        self.vision_projection = PlaceMLP(self.vision_width, self.vision_width, config.projection_dim) if joint else None
 
     @property
     def vit(self) -> nn.Module:
@@ -120,7 +94,7 @@ class PlaceHeadPreTrainedModel(PlacePreTrainedModel):
 
     def encoder_modules(self) -> list[nn.Module]:
         """The pretrained modules that `freeze_encoder` freezes."""
-        return [m for m in (self.vision_model, self.observation_extractor) if m is not None]
+        return [m for m in (self.vision_model, self.observation_extractor, self.vision_projection) if m is not None]
 
     def post_init(self) -> None:
         super().post_init()
@@ -157,14 +131,12 @@ class PlaceHeadPreTrainedModel(PlacePreTrainedModel):
             )
         return [taken[unique.index(index)] for index in self.level_indices]
 
-    def observation_inputs(self, pixel_values: Tensor) -> tuple[Tensor, Tensor]:
-        """Final-norm patch tokens `(B, N, D_v)` and the patch tokens the VPOE reads (`config.vpoe_input_block`)."""
+    def observations(self, pixel_values: Tensor) -> tuple[Tensor, Tensor]:
+        """Final-norm patch tokens `(B, N, D_v)` and the V-PORs `(B, M, d)` of one ViT pass."""
         with self.encoder_context():
-            # checkpointing as timm's forward_features does, for a fine-tuned encoder
-            tokens, observed = vit_observation_inputs(
-                self.vit, pixel_values, self.config.vpoe_input_block, self.vit.grad_checkpointing
-            )
-        return self.split_tokens(tokens)[1], observed
+            patches = self.split_tokens(vit_forward(self.vit, pixel_values))[1]
+            embeds = None if self.vision_projection is None else self.vision_projection(patches)
+            return patches, self.observation_extractor(patches, embeds)[0]
 
     def split_tokens(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
         """`(CLS (B, D_v), patches (B, N, D_v))` of a token sequence."""
@@ -642,9 +614,7 @@ class PlaceForReportGeneration(PlaceHeadPreTrainedModel, GenerationMixin):
 
     def encode_image_memory(self, pixel_values: Tensor) -> Tensor:
         """Cross-attention memory `(B, N + M, decoder_hidden_size)` of a batch of images."""
-        patches, observed_patches = self.observation_inputs(pixel_values)
-        with self.encoder_context():
-            observations, _ = self.observation_extractor(observed_patches)
+        patches, observations = self.observations(pixel_values)
         return torch.cat(
             [self.patch_memory(patches) + self.memory_type[0], self.observation_memory(observations) + self.memory_type[1]],
             dim=1,

@@ -29,7 +29,6 @@ from .loss_place import (
     gather_with_grad,
     ita_loss,
     matching_weights,
-    observation_diversity,
     observation_similarity,
     pcma_loss,
 )
@@ -87,16 +86,11 @@ class PlaceSentenceOutput(ModelOutput):
 class PlaceAttention(nn.Module):
     """Multi-head attention on SDPA; returns head-averaged weights only when asked (VPOE grounding)."""
 
-    def __init__(
-        self, dim: int, num_heads: int, kv_dim: int | None = None, competitive: bool = False,
-        position_values: bool = False,
-    ) -> None:
+    def __init__(self, dim: int, num_heads: int, kv_dim: int | None = None) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"attention width {dim} is not divisible by num_heads={num_heads}")
         self.num_heads = num_heads
-        self.competitive = competitive
-        self.position_values = position_values
         self.q_proj = nn.Linear(dim, dim)
         self.kv_proj = nn.Linear(kv_dim or dim, 2 * dim)
         self.out_proj = nn.Linear(dim, dim)
@@ -114,42 +108,32 @@ class PlaceAttention(nn.Module):
         key_position: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """`key_padding_mask` is `(B, Lk)` with True for keys that take part; `key_position` `(Lk, D)` is added
-        to the keys (DETR), and to the values too with `position_values`, so the output says where it looked."""
+        to the keys only (DETR): a query can look for a place, and what it reads stays the content."""
         q = self._split_heads(self.q_proj(query))
         k, v = (self._split_heads(t) for t in self._keys_values(key_value, key_position))
         mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :].bool()
-        if need_weights or self.competitive:
+        if need_weights:
             weights = self._weights(q, k, mask)
             out = weights @ v
         else:
             weights = None
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         out = out.transpose(1, 2).flatten(2)
-        return self.out_proj(out), None if weights is None or not need_weights else weights.mean(dim=1)
+        return self.out_proj(out), None if weights is None else weights.mean(dim=1)
 
     def _keys_values(self, key_value: Tensor, key_position: Tensor | None) -> tuple[Tensor, Tensor]:
         keys, values = self.kv_proj(key_value).chunk(2, dim=-1)
         if key_position is None:
             return keys, values
         # W_k (x + p) + b_k = (W_k x + b_k) + W_k p: project the (N, D) code once, not once per image
-        keys = keys + F.linear(key_position, self.kv_proj.weight[: keys.shape[-1]])
-        if self.position_values:
-            values = values + F.linear(key_position, self.kv_proj.weight[keys.shape[-1] :])
-        return keys, values
+        return keys + F.linear(key_position, self.kv_proj.weight[: keys.shape[-1]]), values
 
     def _weights(self, q: Tensor, k: Tensor, mask: Tensor | None) -> Tensor:
-        """`(B, H, Lq, Lk)` attention weights. Competitive (Slot Attention): softmax over the *queries*, so the
-        queries share out every key and cannot all take the same one, then each query's weights are
-        renormalised over the keys into a weighted mean."""
+        """`(B, H, Lq, Lk)` softmax attention weights, computed in fp32."""
         scores = ((q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])).float()
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
-        if not self.competitive:
-            return scores.softmax(dim=-1).to(q.dtype)
-        shares = scores.softmax(dim=-2)
-        if mask is not None:
-            shares = shares.masked_fill(~mask, 0.0)
-        return (shares / (shares.sum(dim=-1, keepdim=True) + 1e-8)).to(q.dtype)
+        return scores.softmax(dim=-1).to(q.dtype)
 
 
 class PlaceMLP(nn.Module):
@@ -167,12 +151,12 @@ class PlaceMLP(nn.Module):
 class PlaceVPOELayer(nn.Module):
     """Pre-norm decoder layer: query self-attention → cross-attention to patches → MLP."""
 
-    def __init__(self, dim: int, num_heads: int, competitive: bool = False, position_values: bool = False) -> None:
+    def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
         self.self_norm = nn.LayerNorm(dim)
         self.self_attn = PlaceAttention(dim, num_heads)
         self.cross_norm = nn.LayerNorm(dim)
-        self.cross_attn = PlaceAttention(dim, num_heads, competitive=competitive, position_values=position_values)
+        self.cross_attn = PlaceAttention(dim, num_heads)
         self.mlp_norm = nn.LayerNorm(dim)
         self.mlp = PlaceMLP(dim, 4 * dim, dim)
 
@@ -208,87 +192,75 @@ def _key_positions(num_patches: int, dim: int, device: torch.device, dtype: torc
     return sincos_positions_2d(num_patches, dim).to(device=device, dtype=dtype)
 
 
-def vit_forward(
-    vit: nn.Module,
-    pixel_values: Tensor,
-    patch_mask: Tensor | None = None,
-    mask_token: Tensor | None = None,
-    return_hidden_states: bool = False,
-    checkpoint: bool = False,
-) -> tuple[Tensor, list[Tensor]]:
-    """A timm ViT's final-norm tokens `(B, prefix + N, D_v)` and, if asked, its hidden states: the embeddings
-    (the first block's input), then every block's output. `patch_mask (B, N)` swaps those patch embeddings for
-    `mask_token` before the position embedding; `checkpoint` recomputes the blocks in the backward pass."""
-    x = vit.patch_embed(pixel_values.to(vit.patch_embed.proj.weight.dtype))
-    if patch_mask is not None:
-        x = torch.where(patch_mask.unsqueeze(-1), mask_token.to(x.dtype), x)
-    x = vit.norm_pre(vit.patch_drop(vit._pos_embed(x)))
-    hidden_states: list[Tensor] = []
-    if return_hidden_states:
-        hidden_states.append(x)
-        for block in vit.blocks:
-            x = activation_checkpoint(block, x, use_reentrant=False) if checkpoint else block(x)
-            hidden_states.append(x)
-    elif checkpoint:
-        from timm.models._manipulate import checkpoint_seq
+def vit_forward(vit: nn.Module, pixel_values: Tensor, patch_mask: Tensor | None = None,
+                mask_token: Tensor | None = None) -> Tensor:
+    """A timm ViT's final-norm tokens `(B, prefix + N, D_v)` through its public `forward_features` (timm's own
+    gradient checkpointing applies). `patch_mask (B, N)` swaps those patch embeddings for `mask_token` before
+    the position embedding, through a forward hook on `patch_embed`."""
+    pixel_values = pixel_values.to(vit.patch_embed.proj.weight.dtype)
+    if patch_mask is None:
+        return vit.forward_features(pixel_values)
 
-        x = checkpoint_seq(vit.blocks, x)
-    else:
-        x = vit.blocks(x)
-    return vit.norm(x), hidden_states
+    def swap_masked(module: nn.Module, inputs: Any, embeddings: Tensor) -> Tensor:
+        return torch.where(patch_mask.unsqueeze(-1), mask_token.to(embeddings.dtype), embeddings)
 
-
-def vit_observation_inputs(
-    vit: nn.Module, pixel_values: Tensor, block: int | None, checkpoint: bool = False
-) -> tuple[Tensor, Tensor]:
-    """Final-norm tokens `(B, prefix + N, D_v)` and the patch tokens `(B, N, D_v)` the VPOE reads: block
-    `block`'s output (`PlaceConfig.vpoe_input_block`; 0 = the embeddings), or the final-norm patches if None."""
-    tokens, hidden_states = vit_forward(vit, pixel_values, return_hidden_states=block is not None, checkpoint=checkpoint)
-    source = tokens if block is None else hidden_states[block]
-    return tokens, source[:, vit.num_prefix_tokens :]
+    handle = vit.patch_embed.register_forward_hook(swap_masked)
+    try:
+        return vit.forward_features(pixel_values)
+    finally:
+        handle.remove()
 
 
 class PlaceObservationExtractor(nn.Module):
-    """VPOE: M learnable queries decode the patch tokens into V-PORs; the last cross-attention is kept.
+    """VPOE: M learnable queries decode the patch tokens into V-PORs, each with its map over the patches.
 
-    With `observation_tokens="patches"` there are no queries: every patch is an observation (attention =
-    identity), so a sentence is matched to patches directly.
+    `pcma_space="separate"` (the paper's VPOE): a V-POR is the decoded query under the VPOE's own projection,
+    and its map is the last decoder layer's cross-attention. `pcma_space="joint"`: a single-head pooling
+    attention places each decoded query on the patch grid, and the V-POR is the attention-weighted mean of the
+    patches' joint-space embeddings, so it can only say what lies under its map (docs/METHOD.md, "Grounding").
     """
 
     def __init__(self, config: PlaceConfig, vision_dim: int) -> None:
         super().__init__()
-        use_queries = config.observation_tokens == "queries"
-        # No unused query parameters in patch mode: DDP would wait for their gradients forever.
-        self.queries = nn.Parameter(torch.zeros(config.num_queries, vision_dim)) if use_queries else None
+        self.queries = nn.Parameter(torch.zeros(config.num_queries, vision_dim))
         self.patch_norm = nn.LayerNorm(vision_dim)
-        competitive = config.vpoe_attention == "competitive"
-        self.layers = nn.ModuleList(
-            PlaceVPOELayer(vision_dim, config.vpoe_num_heads, competitive, config.vpoe_key_positions == "sincos_values")
-            for _ in range(config.vpoe_layers if use_queries else 0)
-        )
+        self.layers = nn.ModuleList(PlaceVPOELayer(vision_dim, config.vpoe_num_heads) for _ in range(config.vpoe_layers))
         self.final_norm = nn.LayerNorm(vision_dim)
-        self.projection = PlaceMLP(vision_dim, vision_dim, config.projection_dim)
+        self.joint = config.pcma_space == "joint"
+        if self.joint:
+            self.pool_query = nn.Linear(vision_dim, vision_dim)
+            self.pool_key = nn.Linear(vision_dim, vision_dim)
+        else:
+            self.projection = PlaceMLP(vision_dim, vision_dim, config.projection_dim)
         self.key_positions = config.vpoe_key_positions != "none"
         if self.key_positions and vision_dim % 4:
             raise ValueError(
                 f"vpoe_key_positions={config.vpoe_key_positions!r} needs a vision width divisible by 4, got {vision_dim}."
             )
 
-    def forward(self, patches: Tensor) -> tuple[Tensor, Tensor]:
-        """`patches (B, N, D_v)` → normalised V-PORs `(B, M, d)` and attention `(B, M, N)`."""
+    def forward(self, patches: Tensor, patch_embeds: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """`patches (B, N, D_v)` (and, joint space, their embeddings `(B, N, d)`) → normalised V-PORs `(B, M, d)`
+        and their maps `(B, M, N)`."""
         patches = self.patch_norm(patches)
-        if self.queries is None:
-            identity = torch.eye(patches.shape[1], device=patches.device, dtype=patches.dtype)
-            return self._embed(patches), identity.expand(patches.shape[0], -1, -1)
         queries = self.queries.unsqueeze(0).expand(patches.shape[0], -1, -1)
         positions = _key_positions(*patches.shape[1:], patches.device, patches.dtype) if self.key_positions else None
         weights = None
         for index, layer in enumerate(self.layers):
-            queries, weights = layer(queries, patches, index == len(self.layers) - 1, positions)
-        return self._embed(queries), weights
+            last = index == len(self.layers) - 1 and not self.joint
+            queries, weights = layer(queries, patches, last, positions)
+        queries = self.final_norm(queries)
+        if not self.joint:
+            return F.normalize(self.projection(queries), dim=-1), weights
+        if patch_embeds is None:
+            raise ValueError("a joint-space VPOE needs the patches' joint-space embeddings (`patch_embeds`).")
+        maps = self.pooling_attention(queries, patches, positions)
+        return F.normalize(maps @ patch_embeds.to(maps.dtype), dim=-1), maps
 
-    def _embed(self, tokens: Tensor) -> Tensor:
-        return F.normalize(self.projection(self.final_norm(tokens)), dim=-1)
+    def pooling_attention(self, queries: Tensor, patches: Tensor, positions: Tensor | None) -> Tensor:
+        """Single-head softmax attention of the decoded queries over the patches (keys carry the positions)."""
+        keys = self.pool_key(patches if positions is None else patches + positions)
+        scores = self.pool_query(queries) @ keys.transpose(1, 2) / math.sqrt(keys.shape[-1])
+        return scores.float().softmax(dim=-1)
 
 
 class PlaceCorrelationHead(nn.Module):
@@ -335,7 +307,7 @@ class PlacePreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         std = self.config.initializer_range
-        if isinstance(module, PlaceObservationExtractor) and module.queries is not None:
+        if isinstance(module, PlaceObservationExtractor):
             nn.init.normal_(module.queries, std=self.config.vpoe_query_init_std)
         elif isinstance(module, PlaceModel):
             nn.init.constant_(module.logit_scale, math.log(self.config.logit_scale_init))
@@ -361,11 +333,6 @@ class PlaceModel(PlacePreTrainedModel):
         self.vision_model = TimmWrapperModel(config.vision_config)
         self.text_model = BertModel(config.text_config, add_pooling_layer=False)
         vision_dim = self.vision_model.timm_model.embed_dim
-        depth = len(self.vision_model.timm_model.blocks)
-        if config.vpoe_input_block is not None and config.vpoe_input_block > depth:
-            raise ValueError(
-                f"PlaceConfig.vpoe_input_block={config.vpoe_input_block} but the vision tower has only {depth} block(s)."
-            )
         text_dim = config.text_config.hidden_size
         if vision_dim % config.vpoe_num_heads or vision_dim % config.fusion_num_heads:
             raise ValueError(
@@ -374,7 +341,9 @@ class PlaceModel(PlacePreTrainedModel):
             )
         self.vision_projection = PlaceMLP(vision_dim, vision_dim, config.projection_dim)
         self.text_projection = PlaceMLP(text_dim, text_dim, config.projection_dim)
-        self.sentence_projection = PlaceMLP(text_dim, text_dim, config.projection_dim)
+        # Joint space: sentences share the report's projection (and patches the image's), so one space holds all.
+        joint = config.pcma_space == "joint"
+        self.sentence_projection = None if joint else PlaceMLP(text_dim, text_dim, config.projection_dim)
         self.observation_extractor = PlaceObservationExtractor(config, vision_dim)
         # The correlation head is a training-only proxy: ablations without it carry no unused parameters.
         self.correlation_head = PlaceCorrelationHead(config, vision_dim, text_dim) if config.lambda_ce > 0 else None
@@ -388,28 +357,11 @@ class PlaceModel(PlacePreTrainedModel):
     def num_prefix_tokens(self) -> int:
         return self.vision_model.timm_model.num_prefix_tokens
 
-    def encode_image_tokens(
-        self, pixel_values: Tensor, patch_mask: Tensor | None = None, return_hidden_states: bool = False
-    ) -> tuple[Tensor, list[Tensor]]:
-        """Run the ViT: final-norm tokens `(B, prefix + N, D_v)` and, if asked, the hidden states: the embeddings
-        (the first block's input), then every block's output.
-
-        `patch_mask (B, N)` replaces the masked patch embeddings by the learned mask token before the
-        position embedding (the "masked" correlation-exploration mode).
-        """
+    def encode_image_tokens(self, pixel_values: Tensor, patch_mask: Tensor | None = None) -> Tensor:
+        """Run the ViT: final-norm tokens `(B, prefix + N, D_v)`. `patch_mask (B, N)` replaces the masked patch
+        embeddings by the learned mask token before the position embedding ("masked" correlation exploration)."""
         mask_token = None if patch_mask is None else self.mask_token
-        return vit_forward(self.vision_model.timm_model, pixel_values, patch_mask, mask_token, return_hidden_states,
-                           self._vit_checkpointing)
-
-    @property
-    def _vit_checkpointing(self) -> bool:
-        return self.vision_model.timm_model.grad_checkpointing and self.training
-
-    def encode_observation_inputs(self, pixel_values: Tensor) -> tuple[Tensor, Tensor]:
-        """Final-norm tokens `(B, prefix + N, D_v)` and the patch tokens `(B, N, D_v)` the VPOE reads."""
-        return vit_observation_inputs(
-            self.vision_model.timm_model, pixel_values, self.config.vpoe_input_block, self._vit_checkpointing
-        )
+        return vit_forward(self.vision_model.timm_model, pixel_values, patch_mask, mask_token)
 
     def encode_text_tokens(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """BERT token states `(B, L, D_t)`."""
@@ -418,7 +370,7 @@ class PlaceModel(PlacePreTrainedModel):
     # -- uniform verbs -----------------------------------------------------------------------------------
     def get_image_features(self, pixel_values: Tensor, **kwargs: Any) -> BaseModelOutputWithPooling:
         """Global image embedding (normalised, `(B, d)`) in `pooler_output`; ViT tokens in `last_hidden_state`."""
-        tokens, _ = self.encode_image_tokens(pixel_values)
+        tokens = self.encode_image_tokens(pixel_values)
         return BaseModelOutputWithPooling(last_hidden_state=tokens, pooler_output=self._image_embeds(tokens))
 
     def get_text_features(
@@ -447,15 +399,26 @@ class PlaceModel(PlacePreTrainedModel):
 
     def get_patch_features(self, pixel_values: Tensor) -> BaseModelOutputWithPooling:
         """Final-norm patch tokens `(B, N, D_v)` in `last_hidden_state`; the final-norm CLS in `pooler_output`."""
-        tokens, _ = self.encode_image_tokens(pixel_values)
+        tokens = self.encode_image_tokens(pixel_values)
         return BaseModelOutputWithPooling(last_hidden_state=tokens[:, self.num_prefix_tokens :], pooler_output=tokens[:, 0])
 
+    def get_patch_embeddings(self, pixel_values: Tensor) -> Tensor:
+        """Patches in the joint space: the image projection of each final-norm patch token, normalised `(B, N, d)`
+        (BioViL's patch embeddings: their cosine with a sentence embedding is a grounding map)."""
+        patches = self.encode_image_tokens(pixel_values)[:, self.num_prefix_tokens :]
+        return F.normalize(self.vision_projection(patches), dim=-1)
+
     def get_observation_features(self, pixel_values: Tensor) -> PlaceObservationOutput:
-        """V-PORs `(B, M, d)`, their attention over patches `(B, M, N)` and the global embedding, one ViT pass."""
-        tokens, observed_patches = self.encode_observation_inputs(pixel_values)
-        observations, attentions = self.observation_extractor(observed_patches)
+        """V-PORs `(B, M, d)`, their maps over the patches `(B, M, N)` and the global embedding, one ViT pass."""
+        tokens = self.encode_image_tokens(pixel_values)
         patches = tokens[:, self.num_prefix_tokens :]
+        observations, attentions = self._observe(patches)
         return PlaceObservationOutput(observations, attentions, patches, self._image_embeds(tokens))
+
+    def _observe(self, patches: Tensor) -> tuple[Tensor, Tensor]:
+        """The VPOE on final-norm patches; a joint-space VPOE also reads their projections."""
+        patch_embeds = self.vision_projection(patches) if self.config.pcma_space == "joint" else None
+        return self.observation_extractor(patches, patch_embeds)
 
     def get_sentence_features(
         self, input_ids: Tensor, attention_mask: Tensor | None, sentence_ids: Tensor
@@ -466,7 +429,8 @@ class PlaceModel(PlacePreTrainedModel):
 
     def _sentence_features(self, states: Tensor, sentence_ids: Tensor) -> PlaceSentenceOutput:
         pooled, mask = sentence_mean_pool(states, sentence_ids, self.config.max_sentences)
-        return PlaceSentenceOutput(F.normalize(self.sentence_projection(pooled), dim=-1), mask, states)
+        projection = self.text_projection if self.sentence_projection is None else self.sentence_projection
+        return PlaceSentenceOutput(F.normalize(projection(pooled), dim=-1), mask, states)
 
     def observation_scores(
         self, sentence_embeds: Tensor, pixel_values: Tensor | None = None, observation_embeds: Tensor | None = None
@@ -514,13 +478,13 @@ class PlaceModel(PlacePreTrainedModel):
         needs_sentences = return_loss and self.config.lambda_pcma > 0
         if needs_sentences and sentence_ids is None:
             raise ValueError("PCMA (lambda_pcma > 0) needs `sentence_ids`: build the batch with PlaceProcessor.")
-        tokens, observed_patches = self.encode_observation_inputs(pixel_values)
+        tokens = self.encode_image_tokens(pixel_values)
         patches = tokens[:, self.num_prefix_tokens :]
         text_states = self.encode_text_tokens(input_ids, attention_mask)
         image_embeds, text_embeds = self._image_embeds(tokens), self._text_embeds(text_states, attention_mask)
         # Training without PCMA (ITA-only, ITA+CE) skips the VPOE and T-PORs: nothing would use them.
         observe = not return_loss or self.config.lambda_pcma > 0
-        observations, attentions = self.observation_extractor(observed_patches) if observe else (None, None)
+        observations, attentions = self._observe(patches) if observe else (None, None)
         use_sentences = observe and sentence_ids is not None
         sentences = self._sentence_features(text_states, sentence_ids) if use_sentences else None
         scale = self.logit_scale.clamp(max=math.log(self.config.logit_scale_max)).exp()
@@ -569,8 +533,7 @@ class PlaceModel(PlacePreTrainedModel):
 
     def _pcma(self, output: PlaceOutput, sentence_hashes: Tensor | None, offset: int, world: int) -> Tensor:
         hashes = None if sentence_hashes is None else sentence_hashes.to(output.sentence_mask.device).long()
-        diversity = observation_diversity(output.observation_embeds) if self.config.pcma_diversity > 0 else 0.0
-        return self.config.pcma_diversity * diversity + pcma_loss(
+        return pcma_loss(
             output.sentence_embeds, output.sentence_mask, hashes, output.observation_embeds,
             gather_with_grad(output.sentence_embeds), gather_with_grad(output.sentence_mask),
             None if hashes is None else gather_with_grad(hashes), gather_with_grad(output.observation_embeds),
@@ -584,7 +547,7 @@ class PlaceModel(PlacePreTrainedModel):
         target = correlation_target(pixel_values, self.config.patch_size)
         if self.config.ce_mode == "masked":
             patch_mask = self.random_patch_mask(patches.shape[0], patches.shape[1], patches.device)
-            patches = self.encode_image_tokens(pixel_values, patch_mask)[0][:, self.num_prefix_tokens :]
+            patches = self.encode_image_tokens(pixel_values, patch_mask)[:, self.num_prefix_tokens :]
         return correlation_loss(self.correlation_head(patches, text_states, attention_mask), target)
 
     def random_patch_mask(self, batch: int, num_patches: int, device: torch.device) -> Tensor:

@@ -9,6 +9,7 @@ import textwrap
 import numpy as np
 import PIL.Image
 import pytest
+from huggingface_hub.errors import StrictDataclassError
 import torch
 import torch.nn.functional as F
 from transformers import (
@@ -103,31 +104,22 @@ def test_head_still_reports_keys_of_another_model(pretrained_dir, tmp_path):
     assert set(info["unexpected_keys"]) == {"stranger.weight"}
 
 
-def test_report_generation_reads_patch_observations(tmp_path):
+@pytest.mark.parametrize("pcma_space", ["separate", "joint"])
+def test_report_generation_reads_the_pretrained_observations(tmp_path, pcma_space):
     torch.manual_seed(0)
-    PlaceModel(PlaceConfig(**micro_config(observation_tokens="patches"))).save_pretrained(tmp_path)
-    head = PlaceForReportGeneration.from_pretrained(tmp_path).eval()
-    assert head.observation_extractor.queries is None
-    output = head(**_head_inputs(head))
-    assert output.logits.shape[:2] == (2, 4) and torch.isfinite(output.logits).all()
-
-
-@pytest.mark.parametrize("block", [0, 1])
-def test_report_generation_reads_the_observations_of_the_pretrained_block(tmp_path, block):
-    config = micro_config(vpoe_input_block=block)
-    config["vision_config"]["model_args"]["depth"] = 2
-    torch.manual_seed(0)
-    base = PlaceModel(PlaceConfig(**config)).eval()
+    base = PlaceModel(PlaceConfig(**micro_config(pcma_space=pcma_space))).eval()
     base.save_pretrained(tmp_path)
     head = PlaceForReportGeneration.from_pretrained(tmp_path).eval()
     pixels = _pixels()
     with torch.no_grad():
         observed = base.get_observation_features(pixels)
-        patches, _ = head.observation_inputs(pixels)
+        patches, observations = head.observations(pixels)
         memory = head.encode_image_memory(pixels)
     torch.testing.assert_close(patches, observed.patch_embeds)
+    torch.testing.assert_close(observations, observed.observation_embeds)
     expected = head.observation_memory(observed.observation_embeds) + head.memory_type[1]
     torch.testing.assert_close(memory[:, patches.shape[1]:], expected)
+    assert (head.vision_projection is not None) == (pcma_space == "joint")
 
 
 def test_full_fine_tune_trains_the_encoder(pretrained_dir):
@@ -229,7 +221,7 @@ def test_detection_trunk_layers_option_sets_the_convolutions_between_fusion_and_
         assert out.logits.shape == (2, 16, 2) and out.pred_boxes.shape == (2, 16, 4)
         out.loss.backward()
         assert head.detection_head.fusion.fuse[0].weight.grad.abs().sum() > 0  # the fusion conv still learns
-    with pytest.raises(ValueError, match="detection_trunk_layers must be 0 or more, got -1"):
+    with pytest.raises((ValueError, StrictDataclassError), match="detection_trunk_layers must be an integer >= 0, got -1"):
         PlaceForObjectDetection.from_pretrained(pretrained_dir, num_labels=2, detection_trunk_layers=-1)
 
 

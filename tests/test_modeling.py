@@ -9,6 +9,7 @@ import textwrap
 import pytest
 import timm
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModel, BertConfig, BertModel
 
@@ -81,18 +82,39 @@ def test_observation_scores_and_grounding(micro_model):
         ({"logit_scale_init": 200.0}, "logit_scale_init"),
         ({"pcma_matching": "fuzzy"}, "pcma_matching"),
         ({"text_pooling": "max"}, "text_pooling"),
-        ({"vpoe_attention": "sparse"}, "vpoe_attention"),
-        ({"observation_tokens": "pixels"}, "observation_tokens"),
         ({"vpoe_key_positions": "learned"}, "vpoe_key_positions"),
         ({"vpoe_query_init_std": 0.0}, "vpoe_query_init_std"),
-        ({"vpoe_input_block": -1}, "vpoe_input_block"),
-        ({"vpoe_input_block": "2"}, "vpoe_input_block"),
+        ({"pcma_space": "shared"}, "pcma_space"),
+        ({"num_queries": "16"}, "num_queries"),
+        ({"freeze_encoder": 1}, "freeze_encoder"),
+        ({"detection_trunk_layers": -1}, "detection_trunk_layers"),
+        ({"decoder_layers": 0}, "decoder_layers"),
         ({"vision_config": {"architecture": "resnet50"}}, "architecture"),
     ],
 )
 def test_invalid_config_names_the_field(overrides, field):
-    with pytest.raises(ValueError, match=field):
+    """`@strict` checks every declared type (head options included); `validate_place` the invariants."""
+    with pytest.raises((ValueError, StrictDataclassError), match=field):
         PlaceConfig(**micro_config(**overrides))
+
+
+@pytest.mark.parametrize(
+    "saved, message",
+    [
+        ({"vpoe_input_block": 1}, "trained with vpoe_input_block=1"),
+        ({"observation_tokens": "queries"}, "ignoring retired option 'observation_tokens'"),
+        ({"pcma_diversity": 1.0, "vpoe_attention": "competitive"}, "vpoe_attention"),
+        ({"vpoe_key_positions": "sincos_values"}, "loading as 'sincos'"),
+    ],
+)
+def test_a_folder_with_a_retired_option_loads_with_a_warning_naming_it(tmp_path, saved, message):
+    PlaceConfig(**micro_config()).save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **saved}))
+    with pytest.warns(UserWarning, match=message):
+        config = PlaceConfig.from_pretrained(tmp_path)
+    assert not set(saved) - {"vpoe_key_positions"} & set(config.to_dict())
+    assert config.vpoe_key_positions in ("none", "sincos")
 
 
 def test_mean_text_pooling_ignores_padding():
@@ -122,30 +144,6 @@ def test_unit_scale_queries_start_with_distinct_observations():
         cosine = observations @ observations.transpose(1, 2)
         cosines[std] = cosine[:, ~torch.eye(8, dtype=torch.bool)].mean().item()
     assert cosines[1.0] < 0.5 < cosines[0.02]
-
-
-def test_competitive_attention_matches_a_loop_reference_and_masks_keys():
-    from modeling_place.modeling_place import PlaceAttention
-
-    torch.manual_seed(0)
-    attention = PlaceAttention(8, 2, competitive=True)
-    queries, keys = torch.randn(1, 3, 8), torch.randn(1, 5, 8)
-    keep = torch.tensor([[True, True, True, True, False]])
-    out, weights = attention(queries, keys, keep, need_weights=True)
-    q = attention.q_proj(queries)[0].view(3, 2, 4)
-    k, v = (t[0].view(5, 2, 4) for t in attention.kv_proj(keys).chunk(2, dim=-1))
-    expected_weights, heads = torch.zeros(3, 5), []
-    for h in range(2):
-        scores = (q[:, h] @ k[:, h].T) / 2.0  # sqrt(head dim 4)
-        shares = torch.zeros(3, 5)
-        for n in range(4):  # the masked key takes no share
-            shares[:, n] = scores[:, n].softmax(0)
-        per_query = shares / shares.sum(1, keepdim=True)
-        expected_weights += per_query / 2
-        heads.append(per_query @ v[:, h])
-    torch.testing.assert_close(weights[0], expected_weights, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(out[0], attention.out_proj(torch.cat(heads, dim=1)), atol=1e-5, rtol=1e-5)
-    assert weights[0, :, 4].abs().max() == 0
 
 
 def test_key_positions_move_only_the_keys_and_code_the_grid():
@@ -191,73 +189,43 @@ def test_key_positions_config_trains_and_changes_the_observations():
     assert not torch.allclose(placed, unplaced, atol=1e-4)
 
 
-def test_value_positions_keep_where_queries_look_and_change_what_they_report():
-    torch.manual_seed(0)
-    placed = PlaceModel(PlaceConfig(**micro_config(vpoe_key_positions="sincos_values", vpoe_layers=1))).eval()
-    keys_only = PlaceModel(PlaceConfig(**micro_config(vpoe_key_positions="sincos", vpoe_layers=1))).eval()
-    keys_only.load_state_dict(placed.state_dict())  # same parameters: the code is fixed
-    pixels = random_batch(placed.config, 2)["pixel_values"]
-    with torch.no_grad():
-        ours, theirs = placed.get_observation_features(pixels), keys_only.get_observation_features(pixels)
-    torch.testing.assert_close(ours.observation_attentions, theirs.observation_attentions)  # keys are the same
-    assert not torch.allclose(ours.observation_embeds, theirs.observation_embeds, atol=1e-4)
-
-
-def _two_block_config(**overrides: object) -> PlaceConfig:
-    config = micro_config(**overrides)
-    config["vision_config"]["model_args"]["depth"] = 2
-    return PlaceConfig(**config)
-
-
-def test_vpoe_reads_the_chosen_block_and_the_rest_keeps_the_final_tokens():
-    config = _two_block_config(vpoe_input_block=1)
-    torch.manual_seed(0)
-    model = PlaceModel(config).eval()
-    final = PlaceModel(_two_block_config()).eval()
-    final.load_state_dict(model.state_dict())  # same weights: only where the VPOE reads differs
-    batch = random_batch(config, 2)
-    with torch.no_grad():
-        tokens, observed = model.encode_observation_inputs(batch["pixel_values"])
-        _, blocks = model.encode_image_tokens(batch["pixel_values"], return_hidden_states=True)
-        torch.testing.assert_close(observed, blocks[1][:, 1:])
-        ours, theirs = model.get_observation_features(batch["pixel_values"]), final.get_observation_features(batch["pixel_values"])
-    torch.testing.assert_close(ours.image_embeds, theirs.image_embeds)
-    torch.testing.assert_close(ours.patch_embeds, tokens[:, 1:])
-    assert not torch.allclose(ours.observation_embeds, theirs.observation_embeds, atol=1e-4)
-    expected, _ = model.observation_extractor(blocks[1][:, 1:])
-    torch.testing.assert_close(ours.observation_embeds, expected)
-    model.train()(**batch, return_loss=True).loss.backward()
-    assert model.vision_model.timm_model.blocks[1].mlp.fc2.weight.grad is not None  # ITA and CE still train it
-
-
-def test_vpoe_input_block_beyond_the_vision_tower_is_refused():
-    with pytest.raises(ValueError, match="vpoe_input_block=3 .* 2 block"):
-        PlaceModel(_two_block_config(vpoe_input_block=3))
-
-
-def test_patch_observations_train_every_parameter_and_ground_on_the_best_patch():
-    config = PlaceConfig(**micro_config(observation_tokens="patches", pcma_matching="soft"))
+def test_joint_space_observations_pool_projected_patches_under_their_maps():
+    config = PlaceConfig(**micro_config(pcma_space="joint", vpoe_key_positions="sincos"))
     torch.manual_seed(0)
     model = PlaceModel(config)
+    assert model.sentence_projection is None and not hasattr(model.observation_extractor, "projection")
     batch = random_batch(config, 4)
     output = model(**batch, return_loss=True)
-    grid = config.image_size // config.patch_size
-    assert output.observation_embeds.shape == (4, grid * grid, config.projection_dim)
-    torch.testing.assert_close(output.observation_attentions[1], torch.eye(grid * grid))
-    output.loss.backward()  # no query parameters exist to be left without a gradient (DDP would hang)
-    assert model.observation_extractor.queries is None and len(model.observation_extractor.layers) == 0
-    assert all(p.grad is not None for n, p in model.named_parameters() if "observation_extractor" in n)
+    output.loss.backward()  # every parameter trains: DDP would wait forever for an unused one
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
     model.eval()
     with torch.no_grad():
-        observed = model.get_observation_features(batch["pixel_values"][:1])
-        best = int(observed.observation_embeds[0, :, 0].argmax())  # the patch most like the sentence e_0
-        sentence = torch.nn.functional.one_hot(torch.tensor([[0]]), config.projection_dim).float()
-        config.pcma_matching = "hard"
-        heat = model.ground(batch["pixel_values"][:1], sentence)[0, 0]
-    row, column = divmod(best, grid)
-    cell = heat.view(grid, config.patch_size, grid, config.patch_size)[row, :, column]
-    assert cell.max() == 1.0 and heat.mean() < 0.2
+        observed = model.get_observation_features(batch["pixel_values"])
+        patch_embeds = model.vision_projection(observed.patch_embeds)
+        vpoe = model.observation_extractor
+        for b in range(2):  # loop reference: V-POR m = normalise(sum_n A[m, n] * W_v(patch_n))
+            for m in range(config.num_queries):
+                pooled = sum(observed.observation_attentions[b, m, n] * patch_embeds[b, n] for n in range(patch_embeds.shape[1]))
+                torch.testing.assert_close(observed.observation_embeds[b, m], torch.nn.functional.normalize(pooled, dim=0),
+                                           atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(observed.observation_attentions.sum(-1), torch.ones(4, config.num_queries))
+        sentences = model.get_sentence_features(batch["input_ids"], batch["attention_mask"], batch["sentence_ids"])
+        expected = torch.nn.functional.normalize(model.text_projection(
+            modeling_module.sentence_mean_pool(sentences.last_hidden_state, batch["sentence_ids"], config.max_sentences)[0]), dim=-1)
+    torch.testing.assert_close(sentences.sentence_embeds, expected)  # T-PORs share the report's projection
+    assert vpoe.pool_key.weight.grad is not None
 
+
+def test_patch_embeddings_are_the_normalised_image_projection_of_each_patch():
+    torch.manual_seed(0)
+    model = PlaceModel(PlaceConfig(**micro_config())).eval()
+    pixels = random_batch(model.config, 2)["pixel_values"]
+    with torch.no_grad():
+        embeds = model.get_patch_embeddings(pixels)
+        patches = model.get_patch_features(pixels).last_hidden_state
+    grid = model.config.image_size // model.config.patch_size
+    assert embeds.shape == (2, grid * grid, model.config.projection_dim)
+    torch.testing.assert_close(embeds, torch.nn.functional.normalize(model.vision_projection(patches), dim=-1))
 
 def test_vpoe_heads_must_divide_vision_width():
     with pytest.raises(ValueError, match="vpoe_num_heads"):
@@ -351,10 +319,10 @@ def test_from_encoders_rejects_mismatched_tower(tmp_path):
         PlaceModel.from_encoders(vision=tmp_path / "vit.safetensors", config=PlaceConfig(**micro_config()))
 
 
-@pytest.mark.parametrize("vpoe_input_block", [None, 1])
-def test_gradient_checkpointing_gives_same_loss_and_gradients(vpoe_input_block, monkeypatch):
+@pytest.mark.parametrize("pcma_space", ["separate", "joint"])
+def test_gradient_checkpointing_gives_same_loss_and_gradients(pcma_space):
     no_dropout = {**micro_config()["text_config"], "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
-    config = PlaceConfig(**micro_config(text_config=no_dropout, vpoe_input_block=vpoe_input_block))
+    config = PlaceConfig(**micro_config(text_config=no_dropout, pcma_space=pcma_space))
     torch.manual_seed(0)
     model = PlaceModel(config).train()
     batch = random_batch(config, 4)
@@ -368,18 +336,9 @@ def test_gradient_checkpointing_gives_same_loss_and_gradients(vpoe_input_block, 
     plain = loss_and_grad()
     model.activation_checkpointing_enable()
     assert model.vision_model.timm_model.grad_checkpointing
-    calls = []  # the hidden-states path (an earlier VPOE block) checkpoints block by block itself
-
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return torch.utils.checkpoint.checkpoint(*args, **kwargs)
-
-    monkeypatch.setattr(modeling_module, "activation_checkpoint", counted)
     checkpointed = loss_and_grad()
     torch.testing.assert_close(checkpointed[0], plain[0])
     torch.testing.assert_close(checkpointed[1], plain[1])
-    assert len(calls) == (0 if vpoe_input_block is None else config.vision_config.model_args["depth"])
-
 
 @pytest.mark.parametrize("ce_mode", ["dense", "masked"])
 def test_masked_and_dense_modes_train(ce_mode):
