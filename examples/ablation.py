@@ -38,7 +38,7 @@ VARIANTS = {
     # V-PORs and sentences in the global embeddings' space, a V-POR pooling the patches under its map
     "place_joint": {"pcma_space": "joint"},
 }
-# The study ran with the VPOE of METHOD.md (16 queries, keys without positions) and hard matching; its
+# The study ran with the VPOE of docs/METHOD.md (16 queries, keys without positions) and hard matching; its
 # variants keep that unless they say otherwise, so it reproduces after the tiny preset moved on (v3,
 # docs/RESULTS.md section 8).
 STUDY_BASE = {"pcma_matching": "hard", "num_queries": 16, "vpoe_key_positions": "none"}

@@ -1,4 +1,4 @@
-"""Run every downstream task of METHOD.md on a pretrained PLACE folder and write one results table.
+"""Run every downstream task of docs/METHOD.md on a pretrained PLACE folder and write one results table.
 
     python examples/evaluate.py --model place-tiny                 # full protocol, ~20 min on 2 CPUs (tiny preset)
     python examples/evaluate.py --model place-tiny --quick         # smoke test: tiny splits, one epoch

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--test_images", type=int, default=400)
     parser.add_argument("--image_size", type=int, default=256)
     parser.add_argument("--data_cache", default=None)
-    parser.add_argument("--size", type=int, default=None, help="detection split size (None: BENCHMARK.md's)")
+    parser.add_argument("--size", type=int, default=None, help="detection split size (None: docs/BENCHMARK.md's)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:  # the random weights are only needed until loaded

@@ -2,7 +2,7 @@
 
 Read top to bottom: building blocks (attention, MLP), the Visual Pathology Observation Extractor (VPOE), the
 correlation-exploration head, then `PlacePreTrainedModel` and `PlaceModel`. The losses live in
-`loss_place.py`; METHOD.md in the repository documents every equation.
+`loss_place.py`; docs/METHOD.md in the repository documents every equation.
 """
 
 from __future__ import annotations
@@ -435,7 +435,7 @@ class PlaceModel(PlacePreTrainedModel):
     def observation_scores(
         self, sentence_embeds: Tensor, pixel_values: Tensor | None = None, observation_embeds: Tensor | None = None
     ) -> Tensor:
-        """s(t, i) of METHOD.md for sentences `(..., d)` against images `(B, ...)`: returns `(..., B)`."""
+        """s(t, i) of docs/METHOD.md for sentences `(..., d)` against images `(B, ...)`: returns `(..., B)`."""
         if observation_embeds is None:
             if pixel_values is None:
                 raise ValueError("observation_scores needs pixel_values or observation_embeds.")

@@ -154,13 +154,14 @@ def test_evaluate_script_quick_writes_every_task_and_random_init_baseline(micro_
     saved = _run_evaluate("--model", str(micro_folder), "--output_dir", str(tmp_path / "pre"), *common)
     baseline = _run_evaluate("--model", str(micro_folder), "--output_dir", str(tmp_path / "rand"), "--random_init",
                              "--seed", "3", "--repeats", "2", *common)
-    tasks = {"classification", "zero_shot", "retrieval", "segmentation", "detection", "report_generation"}
+    tasks = {"classification", "zero_shot", "retrieval", "grounding", "segmentation", "detection", "report_generation"}
     assert set(saved["table"]) == set(baseline["table"]) == tasks and saved["quick"] is True
     values = [value for row in saved["table"].values() for value in row.values()]
     assert all(np.isfinite(values))
     assert all(0.0 <= value <= 1.0 for task in ("classification", "retrieval", "segmentation")
                for value in saved["table"][task].values())
     assert "| classification |" in (tmp_path / "pre" / "results.md").read_text()
+    assert {"place cosine cnr", "place observation pointing", "random_init cosine miou_sweep"} <= set(saved["table"]["grounding"])
     # two heads per fraction: the table has their mean and std, the details each head and the one kept
     assert "mAP 1 std" in baseline["table"]["detection"] and "mAP 1 std" not in saved["table"]["detection"]
     detection = baseline["details"]["detection"]["results"]["1"]

@@ -221,8 +221,8 @@ def test_text_metrics_reject_mismatched_inputs():
 
 # ---------------------------------------------------------------------------------------- evaluate modules
 def test_every_metric_loads_as_an_evaluate_module():
-    assert set(METRIC_NAMES) == {"accuracy", "auroc", "bleu", "cider", "detection_map", "dice", "miou",
-                                 "pointing_game", "precision_at_k", "rouge_l"}
+    assert set(METRIC_NAMES) == {"accuracy", "auroc", "bleu", "cider", "cnr", "detection_map", "dice", "miou",
+                                 "miou_sweep", "pixel_auroc", "pointing_game", "precision_at_k", "rouge_l"}
     auroc = load_metric("auroc")
     scores, labels = RNG.random((20, 3)), RNG.integers(0, 2, (20, 3))
     auroc.add_batch(predictions=scores[:10].tolist(), references=labels[:10].tolist())

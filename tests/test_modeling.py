@@ -236,7 +236,7 @@ def test_presets():
     tiny, base = PlaceConfig.from_preset("tiny"), PlaceConfig.from_preset("base")
     assert tiny.vision_config.model_args["depth"] == 4 and base.text_config.num_hidden_layers == 12
     assert base.vision_config.architecture == "vit_base_patch16_224" and base.patch_size == 16
-    # the tiny preset carries the VPOE measured best on the CPU (RESULTS.md, section 8); the class keeps METHOD.md's
+    # the tiny preset carries the VPOE measured best on the CPU (RESULTS.md, section 8); the class keeps docs/METHOD.md's
     assert (tiny.num_queries, tiny.pcma_matching, tiny.vpoe_key_positions) == (32, "hard", "sincos")
     assert (base.num_queries, base.pcma_matching, base.vpoe_key_positions) == (16, "soft", "none")
     with pytest.raises(ValueError, match="preset"):

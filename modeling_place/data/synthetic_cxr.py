@@ -78,7 +78,7 @@ _AFFINITY = {
 _COUNT_PRIOR = (0.3, 0.32, 0.21, 0.12, 0.05)
 SUBTLE_PROBABILITY = 0.2
 # Global multiplier of every finding's density change: the main difficulty knob (tuned with
-# benchmarks/synthetic_difficulty.py so that the BENCHMARK.md targets hold).
+# benchmarks/synthetic_difficulty.py so that the docs/BENCHMARK.md targets hold).
 FINDING_CONTRAST = 1.0
 _PLACEMENT_ATTEMPTS = 20
 _MIN_MASK_PIXELS = 3
@@ -359,7 +359,7 @@ def build_split(split: str, cache_dir: str | Path | None = None, seed: int = 0, 
         cache_dir: cache root (default ``default_cache_dir()``); the dataset lives under a folder keyed by
             generator version, split, seed, subset sizes and image size, and is reused when present.
         seed: benchmark seed; each case's seed derives from (seed, split, subset, index).
-        size: size of the first subset (others scaled alike); None for the defaults of BENCHMARK.md.
+        size: size of the first subset (others scaled alike); None for the defaults of docs/BENCHMARK.md.
         image_size: image height and width in pixels.
         num_proc: generation processes; the result is identical for any value.
 

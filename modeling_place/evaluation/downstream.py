@@ -1,4 +1,4 @@
-"""The downstream protocols of METHOD.md on the synthetic benchmark, shared by `examples/` and `examples/evaluate.py`.
+"""The downstream protocols of docs/METHOD.md on the synthetic benchmark, shared by `examples/` and `examples/evaluate.py`.
 
 Each `run_*` function takes a pretrained PLACE folder and an `argparse.Namespace`-like settings object, trains
 what the protocol trains (validation-based checkpoint selection, never test), evaluates on test and returns
@@ -42,7 +42,7 @@ def task_image_processor(config: Any) -> PlaceImageProcessor:
 
 
 def load_split(name: str, settings: Any):
-    """A synthetic benchmark split (`settings.size` scales it; None = BENCHMARK.md sizes)."""
+    """A synthetic benchmark split (`settings.size` scales it; None = docs/BENCHMARK.md sizes)."""
     from modeling_place.data.synthetic_cxr import build_split
 
     return build_split(name, cache_dir=settings.data_cache, seed=settings.seed, size=settings.size,
@@ -377,10 +377,12 @@ class Stopwatch:
 # Shared command line
 # ----------------------------------------------------------------------------------------------------------
 def add_data_arguments(
-    parser: Any, batch_size: int = 64, size_help: str = "first subset size of the synthetic split (None: BENCHMARK.md)"
+    parser: Any, batch_size: int = 64, size_help: str = "first subset size of the synthetic split (None: docs/BENCHMARK.md)",
+    several_models: bool = False,
 ) -> Any:
-    """The flags of every example: pretrained folder, output folder, synthetic data, seed and batch size."""
-    parser.add_argument("--model", required=True, help="pretrained PLACE folder (model + processor)")
+    """The flags of every example: pretrained folder(s), output folder, synthetic data, seed and batch size."""
+    parser.add_argument("--model", required=True, nargs="+" if several_models else None,
+                        help="pretrained PLACE folder(s) (model + processor)" + (", one per seed" if several_models else ""))
     parser.add_argument("--output_dir", default="runs/downstream", help="results JSON and selected checkpoints")
     parser.add_argument("--size", type=int, default=None, help=size_help)
     parser.add_argument("--image_size", type=int, default=256, help="synthetic image size in pixels")
@@ -406,7 +408,7 @@ def add_common_arguments(parser: Any, epochs: int = 10, lr: float = 1e-3, batch_
 
 
 def add_fraction_arguments(parser: Any, tasks: Sequence[str] = (), default_task: str | None = None) -> Any:
-    """`--fractions` (label fractions of the train split, METHOD.md's 1/10/100 %) and, given `tasks`, `--task`."""
+    """`--fractions` (label fractions of the train split, docs/METHOD.md's 1/10/100 %) and, given `tasks`, `--task`."""
     if tasks:
         parser.add_argument("--task", choices=sorted(tasks), default=default_task)
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.1, 1.0])

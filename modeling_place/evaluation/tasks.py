@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .functional import mask_iou, pointing_game, precision_at_k
+from .grounding import SMOOTHING_SIGMA, smooth_grid
 
 
 def _batches(count: int, batch_size: int) -> list[slice]:
@@ -137,8 +138,31 @@ def retrieval_precision(
 
 
 @torch.no_grad()
+def cosine_grounding_maps(
+    model: Any, processor: Any, images: Any, sentences: Sequence[str], batch_size: int = 32,
+    sigma: float = SMOOTHING_SIGMA,
+) -> np.ndarray:
+    """BioViL's readout `(N, H, W)`: the cosine between each sentence's embedding (the report projection, as
+    `get_text_features` of the sentence) and every patch's joint-space embedding, smoothed on the patch grid
+    (Gaussian, `sigma` patches) and upsampled bilinearly to the input resolution. Values are raw cosines."""
+    pixel_values = _pixel_values(processor, images)
+    if len(pixel_values) != len(sentences):
+        raise ValueError(f"{len(pixel_values)} images but {len(sentences)} sentences")
+    text_embeds, _, _ = encode_texts(model, processor, sentences, batch_size)
+    grid = model.config.image_size // model.config.patch_size
+    grids = []
+    for part in _batches(len(pixel_values), batch_size):
+        patches = model.get_patch_embeddings(pixel_values[part].to(model.device)).float().cpu()
+        grids.append(torch.einsum("bnd,bd->bn", patches, text_embeds[part]).view(-1, grid, grid))
+    smoothed = torch.from_numpy(smooth_grid(torch.cat(grids).numpy(), sigma)).float()
+    return F.interpolate(smoothed[:, None], size=tuple(pixel_values.shape[-2:]), mode="bilinear",
+                         align_corners=False)[:, 0].numpy()
+
+
+@torch.no_grad()
 def grounding_maps(model: Any, processor: Any, images: Any, sentences: Sequence[str], batch_size: int = 32) -> np.ndarray:
-    """Heat maps `(N, H, W)` in [0, 1] of each sentence over its paired image (model input resolution)."""
+    """PLACE's own readout: heat maps `(N, H, W)` in [0, 1] of each sentence over its paired image (model input
+    resolution), the maps of the V-PORs that the sentence matches (`PlaceModel.ground`)."""
     pixel_values = _pixel_values(processor, images)
     if len(pixel_values) != len(sentences):
         raise ValueError(f"{len(pixel_values)} images but {len(sentences)} sentences")
@@ -161,6 +185,7 @@ def grounding_scores(maps: np.ndarray, masks: np.ndarray, threshold: float = 0.5
 
 
 __all__ = [
+    "cosine_grounding_maps",
     "encode_images",
     "encode_texts",
     "grounding_maps",

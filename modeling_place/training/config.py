@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 
-#: The objective ablations of METHOD.md as `PlaceConfig` overrides (examples/ablation.py, benchmarks/train_step.py).
+#: The objective ablations of docs/METHOD.md as `PlaceConfig` overrides (examples/ablation.py, benchmarks/train_step.py).
 OBJECTIVE_VARIANTS: dict[str, dict[str, Any]] = {
     "ita_only": {"lambda_pcma": 0.0, "lambda_ce": 0.0},
     "ita_pcma": {"lambda_ce": 0.0},
@@ -35,7 +35,7 @@ class TrainConfig:
     dataset: str = "synthetic"  # "synthetic" or a reader name of modeling_place.data.readers_place (e.g. "mimic-cxr")
     data_root: str | None = None
     data_options: dict[str, Any] = field(default_factory=dict)
-    synthetic_size: int | None = None  # pretraining pairs (None: BENCHMARK.md's 20,000 + 1,000 validation)
+    synthetic_size: int | None = None  # pretraining pairs (None: docs/BENCHMARK.md's 20,000 + 1,000 validation)
     data_seed: int = 0
     max_length: int = 128
     num_workers: int = 1

@@ -3,7 +3,7 @@
     python examples/finetune_classification.py --model place-tiny                       # 1 %, 10 %, 100 % probes
     python examples/finetune_classification.py --model place-tiny --full_finetune --fractions 0.1
 
-Protocol (METHOD.md): multi-label over the benchmark's FINDINGS, BCE; label fractions of the train split;
+Protocol (docs/METHOD.md): multi-label over the benchmark's FINDINGS, BCE; label fractions of the train split;
 the epoch with the best validation AUROC is kept; macro AUROC on test (labels without positives are skipped
 and listed). Writes `<output_dir>/classification.json` and, per fraction, the selected head.
 """

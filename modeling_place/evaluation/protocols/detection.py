@@ -3,7 +3,7 @@
     python examples/finetune_detection.py --model place-tiny --task opacity
     python examples/finetune_detection.py --model place-tiny --trunk_layers 0   # evaluate.py's encoder comparison
 
-Protocol (METHOD.md): FCOS-style patch assignment, focal + L1 + GIoU loss, label fractions 1/10/100 %, the
+Protocol (docs/METHOD.md): FCOS-style patch assignment, focal + L1 + GIoU loss, label fractions 1/10/100 %, the
 epoch with the best validation mAP is kept; test mAP over IoU 0.40:0.05:0.75 and COCO mAP (0.50:0.95).
 Writes `<output_dir>/detection.json` and the selected heads.
 """

@@ -2,7 +2,7 @@
 
     python examples/finetune_report_generation.py --model place-tiny --num_beams 3
 
-Protocol (METHOD.md): teacher-forced cross-entropy on the report split's train part (10 % held out for
+Protocol (docs/METHOD.md): teacher-forced cross-entropy on the report split's train part (10 % held out for
 checkpoint selection by validation loss), beam-search generation on test, BLEU-1..4, ROUGE-L and CIDEr-D
 against the processed reference reports (FINDINGS + IMPRESSION sentences). Writes
 `<output_dir>/report_generation.json` and the selected model.

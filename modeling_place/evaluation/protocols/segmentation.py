@@ -2,7 +2,7 @@
 
     python examples/finetune_segmentation.py --model place-tiny --task pneumothorax
 
-Protocol (METHOD.md): background/foreground (2 labels), cross-entropy + Dice, label fractions 1/10/100 %,
+Protocol (docs/METHOD.md): background/foreground (2 labels), cross-entropy + Dice, label fractions 1/10/100 %,
 the epoch with the best validation Dice is kept, mean per-image Dice on test at the model's input
 resolution, over all test images (1 where prediction and truth are both empty) and over the images with a
 lesion (the selection criterion: an all-background prediction scores 0 there). Writes `<output_dir>/segmentation.json` and the selected heads.

@@ -54,7 +54,7 @@ def run(settings: argparse.Namespace) -> dict:
 
 def parser() -> argparse.ArgumentParser:
     return add_data_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]), batch_size=64,
-                              size_help="classify split size (None: BENCHMARK.md)")
+                              size_help="classify split size (None: docs/BENCHMARK.md)")
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
