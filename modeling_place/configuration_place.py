@@ -35,7 +35,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
         },
         "vpoe_num_heads": 3,
         "fusion_num_heads": 3,
-        "text_pooling": "mean",  # a from-scratch text tower (docs/METHOD.md, "Departures")
+        "text_pooling": "mean",  # a from-scratch text tower (docs/METHOD.md, section 13)
         # docs/RESULTS.md, section 8: queries that can look at a place ground 2x better at 1,200 CPU steps.
         "num_queries": 32,
         "pcma_matching": "hard",

@@ -1,4 +1,4 @@
-"""Downstream heads of PLACE (docs/METHOD.md, "Downstream heads"), one `AutoModelFor…` class per task.
+"""Downstream heads of PLACE (docs/EVALUATION.md has their protocols), one `AutoModelFor…` class per task.
 
 Every head holds the pretrained image encoder under the attribute names of [`PlaceModel`] (`vision_model`,
 and `observation_extractor` for report generation), so `from_pretrained` on a pretraining folder loads the

@@ -1,4 +1,4 @@
-"""PLACE's losses as pure, vectorised functions (docs/METHOD.md, "Losses").
+"""PLACE's losses as pure, vectorised functions (docs/METHOD.md, sections 4, 7 and 8).
 
 Every function takes the *local* rows of a rank and the *global* (gathered) columns, plus the offset of the
 local rows inside the global batch. In one process local == global and the offset is 0. Similarities and

@@ -1,5 +1,6 @@
 """The built wheel: one import namespace, the card templates as package data, and the console scripts' modules."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -18,7 +19,11 @@ REPO = Path(__file__).resolve().parents[1]
 def installed_wheel(tmp_path_factory) -> tuple[Path, Path]:
     """The wheel built from this checkout, installed (without dependencies) into a folder of its own."""
     root = tmp_path_factory.mktemp("wheel")
-    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(root), str(REPO)]
+    # Build from a copy: setuptools' build/ folder in the checkout could carry modules deleted since.
+    source = root / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", "runs", "place-cxr",
+                                                                "results", "__pycache__", ".pytest_cache", "*.png"))
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(root), str(source)]
     subprocess.run(command, check=True, capture_output=True)
     wheel = next(root.glob("place_cxr-*.whl"))
     target = root / "site"
