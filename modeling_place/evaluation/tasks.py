@@ -70,6 +70,14 @@ def _observation_scores(model: Any, sentences: Tensor, observations: Tensor) -> 
     return model.observation_scores(sentences.to(model.device), observation_embeds=observations.to(model.device)).cpu()
 
 
+def observation_cosine(model: Any, pixel_values: Tensor, batch_size: int = 64) -> float:
+    """Mean cosine between an image's different V-PORs (1.0: the observations collapsed into one vector)."""
+    from modeling_place.loss_place import off_diagonal
+
+    _, observations = encode_images(model, pixel_values, batch_size)
+    return float(off_diagonal(observations @ observations.transpose(1, 2)).mean())
+
+
 def zero_shot_scores(
     model: Any,
     processor: Any,
@@ -191,6 +199,7 @@ __all__ = [
     "grounding_maps",
     "grounding_scores",
     "image_text_similarity",
+    "observation_cosine",
     "retrieval_precision",
     "sentence_embedding",
     "zero_shot_scores",

@@ -27,7 +27,7 @@ from modeling_place.evaluation.downstream import (
 from modeling_place.evaluation.grounding import (
     METRICS, SMOOTHING_SIGMA, SWEEP_THRESHOLDS, grounding_metrics, location_prior, per_finding_mean,
 )
-from modeling_place.evaluation.tasks import cosine_grounding_maps, grounding_maps
+from modeling_place.evaluation.tasks import cosine_grounding_maps, grounding_maps, observation_cosine
 
 READOUTS: dict[str, Callable[..., np.ndarray]] = {"cosine": cosine_grounding_maps, "observation": grounding_maps}
 
@@ -49,8 +49,10 @@ def encoder_rows(model, processor, pixels: torch.Tensor, rows: dict, masks: np.n
                  settings: argparse.Namespace, **row: object) -> list[dict]:
     """One row per readout of one encoder."""
     options = {"cosine": {"sigma": settings.sigma}, "observation": {}}
+    # the collapse check: mean pairwise cosine of an image's V-PORs (only meaningful where the VPOE was trained)
+    collapse = {"vpor_cosine": observation_cosine(model, pixels, settings.batch_size)} if "observation" in readouts else {}
     return [score(READOUTS[name](model, processor, pixels, rows["sentence"], settings.batch_size, **options[name]),
-                  masks, rows["finding"], readout=name, **row) for name in readouts]
+                  masks, rows["finding"], readout=name, **row, **collapse) for name in readouts]
 
 
 def prior_rows(settings: argparse.Namespace, image_processor, rows: dict, masks: np.ndarray) -> list[dict]:
@@ -68,10 +70,13 @@ def summarise(rows: list[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault((row["encoder"], row["readout"], row.get("prior")), []).append(row)
-    return [{"encoder": encoder, "readout": readout, **({"prior": prior} if prior else {}), "seeds": len(members),
-             **{name: float(np.mean([m[name] for m in members])) for name in METRICS},
-             **{f"{name}_std": float(np.std([m[name] for m in members])) for name in METRICS}}
-            for (encoder, readout, prior), members in groups.items()]
+    summary = []
+    for (encoder, readout, prior), members in groups.items():
+        names = [*METRICS, *(["vpor_cosine"] if "vpor_cosine" in members[0] else [])]
+        summary.append({"encoder": encoder, "readout": readout, **({"prior": prior} if prior else {}), "seeds": len(members),
+                        **{name: float(np.mean([m[name] for m in members])) for name in names},
+                        **{f"{name}_std": float(np.std([m[name] for m in members])) for name in names}})
+    return summary
 
 
 def run(settings: argparse.Namespace) -> dict:
