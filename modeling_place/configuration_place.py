@@ -100,9 +100,10 @@ class PlaceConfig(PreTrainedConfig):
         tau_match (`float`, 0.1): temperature of the soft sentence-to-observation matching.
         tau_pcma (`float`, 0.1): temperature of the PCMA InfoNCE.
         pcma_matching (`"soft"` or `"hard"`): a softmax over observations at `tau_match`, or the best one only.
-        pcma_space (`"separate"` or `"joint"`): V-PORs and T-PORs under their own projections (the paper), or in
-            the global embeddings' space: a V-POR pools the patches' image projections under its map, a T-POR
-            uses the report projection (docs/METHOD.md, "Grounding").
+        pcma_space (`"separate"`, `"joint"` or `"local"`): V-PORs and T-PORs under their own projections (the
+            paper), or in the global embeddings' space: a V-POR pools the patches' joint-space embeddings under its
+            map (`"joint"`: the image projection of the final-norm tokens; `"local"`: a projection of the purely
+            local patch embeddings) and a T-POR uses the report projection (docs/METHOD.md, section 15).
     Correlation exploration (CE):
         ce_mode (`"dense"` or `"masked"`): on the main forward's patches, or on a second, partly masked forward.
         mask_ratio (`float`, 0.5): fraction of patches masked in `"masked"` mode.
@@ -151,7 +152,7 @@ class PlaceConfig(PreTrainedConfig):
     tau_match: float = 0.1
     tau_pcma: float = 0.1
     pcma_matching: Literal["soft", "hard"] = "soft"
-    pcma_space: Literal["separate", "joint"] = "separate"
+    pcma_space: Literal["separate", "joint", "local"] = "separate"
     ce_mode: Literal["dense", "masked"] = "dense"
     mask_ratio: float = 0.5
     ce_dim: int = 64

@@ -64,7 +64,7 @@ class PlaceHeadPreTrainedModel(PlacePreTrainedModel):
     # A head starts from a pretrained PLACE folder whose text side and pretraining heads it does not use: drop
     # them quietly instead of listing ~80 "unexpected" keys. A key of any other model is still reported.
     _keys_to_ignore_on_load_unexpected = [
-        r"^text_model\.", r"^(text|vision|sentence)_projection\.", r"^correlation_head\.", r"^logit_scale$",
+        r"^text_model\.", r"^(text|vision|sentence|local)_projection\.", r"^correlation_head\.", r"^logit_scale$",
     ]
 
     def __init__(self, config: PlaceConfig, with_observations: bool = False, **head_options: Any) -> None:
@@ -76,9 +76,10 @@ class PlaceHeadPreTrainedModel(PlacePreTrainedModel):
         self.observation_extractor = (
             PlaceObservationExtractor(config, self.vision_width) if with_observations else None
         )
-        # A joint-space VPOE reads the patches through the image projection: keep it beside the VPOE.
-        joint = with_observations and config.pcma_space == "joint"
-        self.vision_projection = PlaceMLP(self.vision_width, self.vision_width, config.projection_dim) if joint else None
+        # A joint-space VPOE pools the patches' joint-space embeddings: keep their projection beside the VPOE.
+        space = config.pcma_space if with_observations else "separate"
+        self.vision_projection = self._projection() if space == "joint" else None
+        self.local_projection = self._projection() if space == "local" else None
 
     @property
     def vit(self) -> nn.Module:
@@ -94,7 +95,11 @@ class PlaceHeadPreTrainedModel(PlacePreTrainedModel):
 
     def encoder_modules(self) -> list[nn.Module]:
         """The pretrained modules that `freeze_encoder` freezes."""
-        return [m for m in (self.vision_model, self.observation_extractor, self.vision_projection) if m is not None]
+        modules = (self.vision_model, self.observation_extractor, self.vision_projection, self.local_projection)
+        return [m for m in modules if m is not None]
+
+    def _projection(self) -> PlaceMLP:
+        return PlaceMLP(self.vision_width, self.vision_width, self.config.projection_dim)
 
     def post_init(self) -> None:
         super().post_init()
@@ -134,9 +139,12 @@ class PlaceHeadPreTrainedModel(PlacePreTrainedModel):
     def observations(self, pixel_values: Tensor) -> tuple[Tensor, Tensor]:
         """Final-norm patch tokens `(B, N, D_v)` and the V-PORs `(B, M, d)` of one ViT pass."""
         with self.encoder_context():
-            patches = self.split_tokens(vit_forward(self.vit, pixel_values))[1]
-            embeds = None if self.vision_projection is None else self.vision_projection(patches)
-            return patches, self.observation_extractor(patches, embeds)[0]
+            tokens, embeddings = vit_forward(self.vit, pixel_values)
+            patches = self.split_tokens(tokens)[1]
+            if self.local_projection is not None:
+                return patches, self.observation_extractor(patches, self.local_projection(embeddings))[0]
+            joint = None if self.vision_projection is None else self.vision_projection(patches)
+            return patches, self.observation_extractor(patches, joint)[0]
 
     def split_tokens(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
         """`(CLS (B, D_v), patches (B, N, D_v))` of a token sequence."""

@@ -193,22 +193,25 @@ def _key_positions(num_patches: int, dim: int, device: torch.device, dtype: torc
 
 
 def vit_forward(vit: nn.Module, pixel_values: Tensor, patch_mask: Tensor | None = None,
-                mask_token: Tensor | None = None) -> Tensor:
+                mask_token: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """A timm ViT's final-norm tokens `(B, prefix + N, D_v)` through its public `forward_features` (timm's own
-    gradient checkpointing applies). `patch_mask (B, N)` swaps those patch embeddings for `mask_token` before
-    the position embedding, through a forward hook on `patch_embed`."""
-    pixel_values = pixel_values.to(vit.patch_embed.proj.weight.dtype)
-    if patch_mask is None:
-        return vit.forward_features(pixel_values)
+    gradient checkpointing applies), and its patch embeddings `(B, N, D_v)`: the purely local tokens before the
+    position embedding and any attention, read by a forward hook on `patch_embed`. `patch_mask (B, N)` swaps
+    those embeddings for `mask_token` in the forward pass (the "masked" correlation exploration)."""
+    taken: list[Tensor] = []
 
-    def swap_masked(module: nn.Module, inputs: Any, embeddings: Tensor) -> Tensor:
+    def read_embeddings(module: nn.Module, inputs: Any, embeddings: Tensor) -> Tensor | None:
+        taken.append(embeddings)
+        if patch_mask is None:
+            return None
         return torch.where(patch_mask.unsqueeze(-1), mask_token.to(embeddings.dtype), embeddings)
 
-    handle = vit.patch_embed.register_forward_hook(swap_masked)
+    handle = vit.patch_embed.register_forward_hook(read_embeddings)
     try:
-        return vit.forward_features(pixel_values)
+        tokens = vit.forward_features(pixel_values.to(vit.patch_embed.proj.weight.dtype))
     finally:
         handle.remove()
+    return tokens, taken[0]
 
 
 class PlaceObservationExtractor(nn.Module):
@@ -226,7 +229,7 @@ class PlaceObservationExtractor(nn.Module):
         self.patch_norm = nn.LayerNorm(vision_dim)
         self.layers = nn.ModuleList(PlaceVPOELayer(vision_dim, config.vpoe_num_heads) for _ in range(config.vpoe_layers))
         self.final_norm = nn.LayerNorm(vision_dim)
-        self.joint = config.pcma_space == "joint"
+        self.joint = config.pcma_space != "separate"
         if self.joint:
             self.pool_query = nn.Linear(vision_dim, vision_dim)
             self.pool_key = nn.Linear(vision_dim, vision_dim)
@@ -342,8 +345,11 @@ class PlaceModel(PlacePreTrainedModel):
         self.vision_projection = PlaceMLP(vision_dim, vision_dim, config.projection_dim)
         self.text_projection = PlaceMLP(text_dim, text_dim, config.projection_dim)
         # Joint space: sentences share the report's projection (and patches the image's), so one space holds all.
-        joint = config.pcma_space == "joint"
+        joint = config.pcma_space != "separate"
         self.sentence_projection = None if joint else PlaceMLP(text_dim, text_dim, config.projection_dim)
+        # "local": patches enter the joint space from their purely local embeddings, under a projection of their own
+        local = config.pcma_space == "local"
+        self.local_projection = PlaceMLP(vision_dim, vision_dim, config.projection_dim) if local else None
         self.observation_extractor = PlaceObservationExtractor(config, vision_dim)
         # The correlation head is a training-only proxy: ablations without it carry no unused parameters.
         self.correlation_head = PlaceCorrelationHead(config, vision_dim, text_dim) if config.lambda_ce > 0 else None
@@ -360,6 +366,10 @@ class PlaceModel(PlacePreTrainedModel):
     def encode_image_tokens(self, pixel_values: Tensor, patch_mask: Tensor | None = None) -> Tensor:
         """Run the ViT: final-norm tokens `(B, prefix + N, D_v)`. `patch_mask (B, N)` replaces the masked patch
         embeddings by the learned mask token before the position embedding ("masked" correlation exploration)."""
+        return self.encode_image(pixel_values, patch_mask)[0]
+
+    def encode_image(self, pixel_values: Tensor, patch_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Final-norm tokens `(B, prefix + N, D_v)` and the local patch embeddings `(B, N, D_v)` of one ViT pass."""
         mask_token = None if patch_mask is None else self.mask_token
         return vit_forward(self.vision_model.timm_model, pixel_values, patch_mask, mask_token)
 
@@ -403,22 +413,28 @@ class PlaceModel(PlacePreTrainedModel):
         return BaseModelOutputWithPooling(last_hidden_state=tokens[:, self.num_prefix_tokens :], pooler_output=tokens[:, 0])
 
     def get_patch_embeddings(self, pixel_values: Tensor) -> Tensor:
-        """Patches in the joint space: the image projection of each final-norm patch token, normalised `(B, N, d)`
-        (BioViL's patch embeddings: their cosine with a sentence embedding is a grounding map)."""
-        patches = self.encode_image_tokens(pixel_values)[:, self.num_prefix_tokens :]
-        return F.normalize(self.vision_projection(patches), dim=-1)
+        """Patches in the joint space, normalised `(B, N, d)`: the image projection of each final-norm patch token
+        (BioViL's patch embeddings: their cosine with a sentence embedding is a grounding map), or with
+        `pcma_space="local"` the local projection of each patch embedding."""
+        tokens, embeddings = self.encode_image(pixel_values)
+        return F.normalize(self._joint_patches(tokens[:, self.num_prefix_tokens :], embeddings), dim=-1)
+
+    def _joint_patches(self, patches: Tensor, embeddings: Tensor) -> Tensor:
+        if self.local_projection is not None:
+            return self.local_projection(embeddings)
+        return self.vision_projection(patches)
 
     def get_observation_features(self, pixel_values: Tensor) -> PlaceObservationOutput:
         """V-PORs `(B, M, d)`, their maps over the patches `(B, M, N)` and the global embedding, one ViT pass."""
-        tokens = self.encode_image_tokens(pixel_values)
+        tokens, embeddings = self.encode_image(pixel_values)
         patches = tokens[:, self.num_prefix_tokens :]
-        observations, attentions = self._observe(patches)
+        observations, attentions = self._observe(patches, embeddings)
         return PlaceObservationOutput(observations, attentions, patches, self._image_embeds(tokens))
 
-    def _observe(self, patches: Tensor) -> tuple[Tensor, Tensor]:
-        """The VPOE on final-norm patches; a joint-space VPOE also reads their projections."""
-        patch_embeds = self.vision_projection(patches) if self.config.pcma_space == "joint" else None
-        return self.observation_extractor(patches, patch_embeds)
+    def _observe(self, patches: Tensor, embeddings: Tensor) -> tuple[Tensor, Tensor]:
+        """The VPOE on final-norm patches; a joint-space VPOE also pools the patches' joint-space embeddings."""
+        joint = self.config.pcma_space != "separate"
+        return self.observation_extractor(patches, self._joint_patches(patches, embeddings) if joint else None)
 
     def get_sentence_features(
         self, input_ids: Tensor, attention_mask: Tensor | None, sentence_ids: Tensor
@@ -478,13 +494,13 @@ class PlaceModel(PlacePreTrainedModel):
         needs_sentences = return_loss and self.config.lambda_pcma > 0
         if needs_sentences and sentence_ids is None:
             raise ValueError("PCMA (lambda_pcma > 0) needs `sentence_ids`: build the batch with PlaceProcessor.")
-        tokens = self.encode_image_tokens(pixel_values)
+        tokens, embeddings = self.encode_image(pixel_values)
         patches = tokens[:, self.num_prefix_tokens :]
         text_states = self.encode_text_tokens(input_ids, attention_mask)
         image_embeds, text_embeds = self._image_embeds(tokens), self._text_embeds(text_states, attention_mask)
         # Training without PCMA (ITA-only, ITA+CE) skips the VPOE and T-PORs: nothing would use them.
         observe = not return_loss or self.config.lambda_pcma > 0
-        observations, attentions = self._observe(patches) if observe else (None, None)
+        observations, attentions = self._observe(patches, embeddings) if observe else (None, None)
         use_sentences = observe and sentence_ids is not None
         sentences = self._sentence_features(text_states, sentence_ids) if use_sentences else None
         scale = self.logit_scale.clamp(max=math.log(self.config.logit_scale_max)).exp()

@@ -104,7 +104,7 @@ def test_head_still_reports_keys_of_another_model(pretrained_dir, tmp_path):
     assert set(info["unexpected_keys"]) == {"stranger.weight"}
 
 
-@pytest.mark.parametrize("pcma_space", ["separate", "joint"])
+@pytest.mark.parametrize("pcma_space", ["separate", "joint", "local"])
 def test_report_generation_reads_the_pretrained_observations(tmp_path, pcma_space):
     torch.manual_seed(0)
     base = PlaceModel(PlaceConfig(**micro_config(pcma_space=pcma_space))).eval()
@@ -120,6 +120,7 @@ def test_report_generation_reads_the_pretrained_observations(tmp_path, pcma_spac
     expected = head.observation_memory(observed.observation_embeds) + head.memory_type[1]
     torch.testing.assert_close(memory[:, patches.shape[1]:], expected)
     assert (head.vision_projection is not None) == (pcma_space == "joint")
+    assert (head.local_projection is not None) == (pcma_space == "local")
 
 
 def test_full_fine_tune_trains_the_encoder(pretrained_dir):

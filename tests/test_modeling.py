@@ -189,8 +189,9 @@ def test_key_positions_config_trains_and_changes_the_observations():
     assert not torch.allclose(placed, unplaced, atol=1e-4)
 
 
-def test_joint_space_observations_pool_projected_patches_under_their_maps():
-    config = PlaceConfig(**micro_config(pcma_space="joint", vpoe_key_positions="sincos"))
+@pytest.mark.parametrize("space", ["joint", "local"])
+def test_joint_space_observations_pool_projected_patches_under_their_maps(space):
+    config = PlaceConfig(**micro_config(pcma_space=space, vpoe_key_positions="sincos"))
     torch.manual_seed(0)
     model = PlaceModel(config)
     assert model.sentence_projection is None and not hasattr(model.observation_extractor, "projection")
@@ -201,7 +202,13 @@ def test_joint_space_observations_pool_projected_patches_under_their_maps():
     model.eval()
     with torch.no_grad():
         observed = model.get_observation_features(batch["pixel_values"])
-        patch_embeds = model.vision_projection(observed.patch_embeds)
+        if space == "local":  # the local projection of the patch embeddings, before positions and attention
+            local = model.vision_model.timm_model.patch_embed(batch["pixel_values"])
+            patch_embeds = model.local_projection(local)
+        else:
+            patch_embeds = model.vision_projection(observed.patch_embeds)
+        torch.testing.assert_close(model.get_patch_embeddings(batch["pixel_values"]),
+                                   torch.nn.functional.normalize(patch_embeds, dim=-1))
         vpoe = model.observation_extractor
         for b in range(2):  # loop reference: V-POR m = normalise(sum_n A[m, n] * W_v(patch_n))
             for m in range(config.num_queries):
@@ -319,7 +326,7 @@ def test_from_encoders_rejects_mismatched_tower(tmp_path):
         PlaceModel.from_encoders(vision=tmp_path / "vit.safetensors", config=PlaceConfig(**micro_config()))
 
 
-@pytest.mark.parametrize("pcma_space", ["separate", "joint"])
+@pytest.mark.parametrize("pcma_space", ["separate", "joint", "local"])
 def test_gradient_checkpointing_gives_same_loss_and_gradients(pcma_space):
     no_dropout = {**micro_config()["text_config"], "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
     config = PlaceConfig(**micro_config(text_config=no_dropout, pcma_space=pcma_space))
