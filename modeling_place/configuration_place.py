@@ -104,6 +104,8 @@ class PlaceConfig(PreTrainedConfig):
             paper), or in the global embeddings' space: a V-POR pools the patches' joint-space embeddings under its
             map (`"joint"`: the image projection of the final-norm tokens; `"local"`: a projection of the purely
             local patch embeddings) and a T-POR uses the report projection (docs/METHOD.md, section 15).
+        pcma_patch_weight (`float`, 0): weight of a second PCMA term in which every joint-space patch is an
+            observation, so a sentence must match the patches where its finding is (needs a joint space).
     Correlation exploration (CE):
         ce_mode (`"dense"` or `"masked"`): on the main forward's patches, or on a second, partly masked forward.
         mask_ratio (`float`, 0.5): fraction of patches masked in `"masked"` mode.
@@ -153,6 +155,7 @@ class PlaceConfig(PreTrainedConfig):
     tau_pcma: float = 0.1
     pcma_matching: Literal["soft", "hard"] = "soft"
     pcma_space: Literal["separate", "joint", "local"] = "separate"
+    pcma_patch_weight: float | int = 0.0
     ce_mode: Literal["dense", "masked"] = "dense"
     mask_ratio: float = 0.5
     ce_dim: int = 64
@@ -258,6 +261,9 @@ class PlaceConfig(PreTrainedConfig):
         if self.logit_scale_init > self.logit_scale_max:
             raise ValueError(f"PlaceConfig.logit_scale_init ({self.logit_scale_init}) exceeds logit_scale_max "
                              f"({self.logit_scale_max}).")
+        if self.pcma_patch_weight > 0 and self.pcma_space == "separate":
+            raise ValueError("PlaceConfig.pcma_patch_weight > 0 needs pcma_space 'joint' or 'local' (patches in the "
+                             "sentences' space).")
         if self.lambda_ita == 0 and self.lambda_pcma == 0:
             # CE alone learns no image-report alignment and leaves the projection heads untrained.
             raise ValueError("PlaceConfig.lambda_ita and lambda_pcma are both 0: at least one alignment loss is needed.")
@@ -276,7 +282,7 @@ _POSITIVE = ("projection_dim", "num_queries", "vpoe_layers", "vpoe_num_heads", "
              "detection_levels", "decoder_hidden_size", "decoder_layers", "decoder_num_heads", "decoder_max_length")
 _POSITIVE_REALS = ("tau_match", "tau_pcma", "logit_scale_init", "logit_scale_max", "initializer_range",
                    "vpoe_query_init_std")
-_WEIGHTS = ("lambda_ita", "lambda_pcma", "lambda_ce", "classifier_dropout", "segmentation_dice_weight",
+_WEIGHTS = ("lambda_ita", "lambda_pcma", "lambda_ce", "pcma_patch_weight", "classifier_dropout", "segmentation_dice_weight",
             "detection_focal_alpha", "detection_focal_gamma", "detection_class_weight", "detection_l1_weight",
             "detection_giou_weight")
 

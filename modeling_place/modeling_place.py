@@ -58,6 +58,7 @@ class PlaceOutput(ModelOutput):
     observation_attentions: Tensor | None = None
     sentence_embeds: Tensor | None = None
     sentence_mask: Tensor | None = None
+    patch_embeds: Tensor | None = None
 
 
 @dataclass
@@ -500,7 +501,8 @@ class PlaceModel(PlacePreTrainedModel):
         image_embeds, text_embeds = self._image_embeds(tokens), self._text_embeds(text_states, attention_mask)
         # Training without PCMA (ITA-only, ITA+CE) skips the VPOE and T-PORs: nothing would use them.
         observe = not return_loss or self.config.lambda_pcma > 0
-        observations, attentions = self._observe(patches, embeddings) if observe else (None, None)
+        joint = self._joint_patches(patches, embeddings) if observe and self.config.pcma_space != "separate" else None
+        observations, attentions = self.observation_extractor(patches, joint) if observe else (None, None)
         use_sentences = observe and sentence_ids is not None
         sentences = self._sentence_features(text_states, sentence_ids) if use_sentences else None
         scale = self.logit_scale.clamp(max=math.log(self.config.logit_scale_max)).exp()
@@ -516,6 +518,7 @@ class PlaceModel(PlacePreTrainedModel):
             sentence_mask=None if sentences is None else sentences.sentence_mask,
         )
         if return_loss:
+            output.patch_embeds = None if joint is None else F.normalize(joint, dim=-1)
             self._add_losses(output, pixel_values, patches, text_states, attention_mask, sentence_hashes, scale)
         return output
 
@@ -548,11 +551,18 @@ class PlaceModel(PlacePreTrainedModel):
         output.loss = total
 
     def _pcma(self, output: PlaceOutput, sentence_hashes: Tensor | None, offset: int, world: int) -> Tensor:
+        """L_PCMA on the V-PORs, plus `pcma_patch_weight` times the same loss on the joint-space patches."""
         hashes = None if sentence_hashes is None else sentence_hashes.to(output.sentence_mask.device).long()
+        loss = self._pcma_against(output.observation_embeds, output, hashes, offset, world)
+        if self.config.pcma_patch_weight > 0:
+            loss = loss + self.config.pcma_patch_weight * self._pcma_against(output.patch_embeds, output, hashes, offset, world)
+        return loss
+
+    def _pcma_against(self, observations: Tensor, output: PlaceOutput, hashes: Tensor | None, offset: int, world: int) -> Tensor:
         return pcma_loss(
-            output.sentence_embeds, output.sentence_mask, hashes, output.observation_embeds,
+            output.sentence_embeds, output.sentence_mask, hashes, observations,
             gather_with_grad(output.sentence_embeds), gather_with_grad(output.sentence_mask),
-            None if hashes is None else gather_with_grad(hashes), gather_with_grad(output.observation_embeds),
+            None if hashes is None else gather_with_grad(hashes), gather_with_grad(observations),
             self.config.tau_match, self.config.tau_pcma, self.config.pcma_matching, offset, world,
         )
 

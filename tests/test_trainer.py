@@ -108,6 +108,24 @@ def test_resume_refuses_checkpoints_of_another_model(tmp_path, tokenizer_dir):
     assert summary["steps"] == 4
 
 
+def test_a_run_dir_from_before_the_declared_head_options_and_retired_options_resumes(tmp_path, tokenizer_dir):
+    """model_config.json as written before: no head options, the retired options at their neutral values."""
+    from modeling_place.configuration_place import HEAD_OPTION_NAMES, RETIRED_OPTIONS
+
+    def config(steps: int) -> TrainConfig:
+        return micro_train_config(tmp_path, max_steps=steps, tokenizer=tokenizer_dir, model=micro_config())
+
+    run_training(config(2))
+    record = tmp_path / "run" / "model_config.json"
+    old = {k: v for k, v in json.loads(record.read_text()).items() if k not in HEAD_OPTION_NAMES}
+    record.write_text(json.dumps({**old, **RETIRED_OPTIONS}))
+    _, summary = run_training(config(4))
+    assert summary["steps"] == 4
+    record.write_text(json.dumps({**old, "vpoe_input_block": 1}))  # a retired option that changed the model
+    with pytest.raises(ValueError, match="different model.*vpoe_input_block"):
+        run_training(config(6))
+
+
 def test_two_process_ddp_matches_one_process_double_batch(tmp_path, tokenizer_dir):
     common = [f"--model={json.dumps(micro_config())}", "--synthetic_size=16", "--max_steps=3", "--log_every=1",
               "--eval_every=100", "--checkpoint_every=100", "--num_workers=0", "--vocab_size=300", "--max_length=48",

@@ -192,7 +192,7 @@ class PlaceTrainer:
         saved_path = self.run_dir / "model_config.json"
         if not saved_path.exists():  # run directories from before this record existed
             return
-        saved, current = json.loads(saved_path.read_text()), self._model_config()
+        saved, current = _pretraining_fields(json.loads(saved_path.read_text())), _pretraining_fields(self._model_config())
         differing = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
         if differing:
             details = ", ".join(f"{k}: checkpoint {saved.get(k)!r}, now {current.get(k)!r}"
@@ -379,3 +379,12 @@ def _value(output: Any, name: str) -> torch.Tensor:
 def _flat(values: dict[str, Any]) -> dict[str, Any]:
     """Tracker-friendly config: nested mappings and lists become JSON strings."""
     return {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in values.items()}
+
+
+def _pretraining_fields(config: dict[str, Any]) -> dict[str, Any]:
+    """The configuration fields that make two pretraining models differ: the heads' options are not read by
+    pretraining, and a retired option at its neutral value changes nothing (run_dirs from before either)."""
+    from modeling_place.configuration_place import HEAD_OPTION_NAMES, RETIRED_OPTIONS
+
+    return {k: v for k, v in config.items()
+            if k not in HEAD_OPTION_NAMES and not (k in RETIRED_OPTIONS and v == RETIRED_OPTIONS[k])}
