@@ -14,6 +14,7 @@ from PIL import Image
 from modeling_place.data.labels_place import CHEXPERT_COMPETITION_TASKS, CHEXPERT_LABELS, canonical_label
 from modeling_place.data.prepare import main as prepare_main
 from modeling_place.data.readers_place import (
+    DatasetFormatError,
     decode_siim_mask,
     load_dataset_by_name,
     load_image,
@@ -428,7 +429,7 @@ def test_covidx_txt_splits_and_classes(tmp_path):
     rows = {row["image_id"]: row for split in data.values() for row in split}
     assert rows["a.png"]["label"] == 2 and rows["a.png"]["COVID-19"] == 1.0 and rows["t.png"]["label"] == 1
     write_text(tmp_path / "test_COVIDx9B.txt", "9 t.png\n")
-    with pytest.raises(ValueError, match=r"test_COVIDx9B\.txt:1: expected"):
+    with pytest.raises(DatasetFormatError, match=r"test_COVIDx9B\.txt: row 1, column 'label_name': a blank cell"):
         load_dataset_by_name("covidx", tmp_path)
 
 
@@ -456,7 +457,7 @@ def test_object_cxr_shape_codes_to_boxes(tmp_path):
     assert rows["08001.jpg"]["split"] == "test"
     assert parse_object_cxr_annotation(float("nan")) == ([], [])
     write_text(tmp_path / "dev.csv", csv_text(["image_name", "annotation"], [["08001.jpg", "3 1 2 3 4"]]))
-    with pytest.raises(ValueError, match=r"dev\.csv: image 08001\.jpg: unknown Object-CXR shape code '3'"):
+    with pytest.raises(DatasetFormatError, match=r"dev\.csv: row 1, column .annotation.: unknown Object-CXR shape code .3."):
         load_dataset_by_name("object-cxr", tmp_path)
 
 
@@ -481,7 +482,7 @@ def test_iu_xray_r2gen_annotation(tmp_path):
     assert first["text"] == "The heart is normal CXR1_IM-0001."
     broken = {"train": [{"id": "x", "report": "r"}]}
     write_text(tmp_path / "annotation.json", json.dumps(broken))
-    with pytest.raises(ValueError, match=r"annotation\.json \['train'\]: missing column\(s\) 'image_path'"):
+    with pytest.raises(DatasetFormatError, match=r"annotation\.json \['train'\]: row 1, column 'image_path': the key is missing"):
         load_dataset_by_name("iu-xray", tmp_path)
 
 
