@@ -462,13 +462,16 @@ def load_image(path: PathLike):
     """Decode one image file to a PIL image: PNG/JPG via PIL, DICOM (``.dcm``) via pydicom.
 
     DICOM pixels are min-max scaled to 8 bits and MONOCHROME1 images inverted, so every format comes back as
-    an ``"L"`` (or the file's own PIL mode) image with bright bone.
+    an ``"L"`` (or the file's own PIL mode) image with bright bone. PNG/JPG go through the processor's
+    :func:`load_image_file`, so a truncated file raises ValueError naming it instead of decoding black.
     """
     from PIL import Image
 
+    from ..processing.image_processing_place import load_image_file
+
     path = require_file(path, "image")
     if path.suffix.lower() != ".dcm":
-        return Image.open(path)
+        return load_image_file(path)
     import pydicom
 
     dicom = pydicom.dcmread(path)
