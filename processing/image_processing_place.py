@@ -20,6 +20,7 @@ global generator (seed it with `torch.manual_seed`; DataLoader workers get disti
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
 import struct
@@ -40,7 +41,7 @@ from transformers.processing_utils import ImagesKwargs, Unpack
 
 from .postprocessing_place import PlacePostProcessingMixin
 
-__all__ = ["ACCEPTED_LAYOUTS", "PlaceImageKwargs", "PlaceImageProcessor", "load_image_file", "to_grayscale_float"]
+__all__ = ["ACCEPTED_LAYOUTS", "PlaceImageKwargs", "decode_image_bytes", "PlaceImageProcessor", "load_image_file", "to_grayscale_float"]
 
 # ITU-R BT.601 luma weights: what PIL uses for RGB -> L.
 _LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -220,14 +221,20 @@ def load_image_file(path: str | os.PathLike) -> np.ndarray | PIL.Image.Image:
         raise FileNotFoundError(f"Image file not found: {path}")
     if _is_dicom(path):
         return _read_dicom(path)
+    with open(path, "rb") as handle:
+        return decode_image_bytes(handle.read(), path)
+
+
+def decode_image_bytes(data: bytes, name: str | None = None) -> PIL.Image.Image:
+    """Decode encoded image bytes (PNG, JPEG...) fully, refusing truncated data (ValueError naming `name`)."""
     try:
-        with _truncated_images_refused(), PIL.Image.open(path) as image:
-            image.load()  # decode now, so a truncated file fails here with its path
+        with _truncated_images_refused(), PIL.Image.open(io.BytesIO(data)) as image:
+            image.load()  # decode now, so a truncated file fails here with its name
             if image.format == "PNG":
-                _check_png_complete(path)
+                _check_png_complete(data)
             return image.copy()
     except Exception as error:
-        raise ValueError(f"Cannot read image file {path}: {error}") from error
+        raise ValueError(f"Cannot read image file {name}: {error}") from error
 
 
 @contextlib.contextmanager
@@ -246,15 +253,13 @@ _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 
 
-def _check_png_complete(path: str) -> None:
+def _check_png_complete(data: bytes) -> None:
     """Raise ValueError when the PNG's image data holds fewer bytes than its header promises.
 
     A PNG whose IDAT stream ends early but is well-formed (chunks, CRCs and zlib all valid) passes PIL's own
     checks and decodes with the missing rows black, so the decompressed length is compared with the size
     the IHDR implies (filter byte + packed samples per row, per Adam7 pass when interlaced).
     """
-    with open(path, "rb") as handle:
-        data = handle.read()
     header, stream, position = None, zlib.decompressobj(), 8
     produced = 0
     while position + 8 <= len(data):

@@ -192,6 +192,20 @@ def decode_utf8(data: bytes, file: PathLike, column: str = "text") -> str:
         raise DatasetFormatError(file, line, column, problem) from error
 
 
+def repair_strings(value: Any) -> Any:
+    """Strings (also inside lists and dicts) made valid Unicode: a JSON ``"\\ud800"`` escape decodes to a lone
+    surrogate that pandas/Arrow cannot store and a tokenizer cannot encode. Use as ``json.loads`` object_hook."""
+    from ..processing.report_place import to_valid_unicode
+
+    if isinstance(value, str):
+        return to_valid_unicode(value)
+    if isinstance(value, list):
+        return [repair_strings(v) for v in value]
+    if isinstance(value, dict):
+        return {repair_strings(k): repair_strings(v) for k, v in value.items()}
+    return value
+
+
 LABEL_VALUES = (1.0, 0.0, -1.0)
 
 
@@ -508,9 +522,12 @@ def join_sections(sections: Mapping[str, Any], order: Sequence[str]) -> str:
 
 
 def _clean_text(value: Any) -> str:
+    """Collapsed white space, valid Unicode (a JSON ``\\ud800`` escape gives a lone surrogate Arrow refuses)."""
+    from ..processing.report_place import to_valid_unicode
+
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return ""
-    return " ".join(str(value).split())
+    return " ".join(to_valid_unicode(str(value)).split())
 
 
 def report_columns(reports: Sequence[str | None], sections: Sequence[str]) -> dict[str, list[str]]:
@@ -603,6 +620,6 @@ def read_json(path: PathLike) -> Any:
     """Load a JSON file, re-raising decode errors as ValueError naming the file."""
     path = require_file(path, "JSON file")
     try:
-        return json.loads(decode_utf8(path.read_bytes(), path))
+        return json.loads(decode_utf8(path.read_bytes(), path), object_hook=repair_strings)
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: invalid JSON ({error})") from error

@@ -28,6 +28,7 @@ from .readers_common import (
     normalise_split,
     numeric,
     read_csv_table,
+    repair_strings,
     require_columns,
     require_file,
     rule_in_set,
@@ -70,10 +71,11 @@ def _read_json_rows(path: Path) -> tuple[pd.DataFrame, list[int] | None]:
     numbers = None
     try:
         if path.suffix.lower() == ".json":
-            rows = json.loads(text)
+            rows = json.loads(text, object_hook=repair_strings)
         else:
             numbered = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
-            rows, numbers = [json.loads(line) for _, line in numbered], [n for n, _ in numbered]
+            rows = [json.loads(line, object_hook=repair_strings) for _, line in numbered]
+            numbers = [n for n, _ in numbered]
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: invalid JSON ({error})") from error
     if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
