@@ -41,7 +41,7 @@ trainer.end()
 
 start, end = summary["initial_validation"] or {}, summary["final_validation"] or {}
 print(f"done: {summary['steps']} steps in {summary['seconds']:.0f} s ({summary['samples_per_s']:.1f} samples/s), "
-      f"{summary['skipped_samples']} bad samples skipped")
+      f"{summary['skipped_samples']} bad samples skipped, {summary['skipped_rows']} malformed table rows skipped")
 if start and end:
     print(f"validation recall@1 {start['val_recall@1']:.3f} -> {end['val_recall@1']:.3f}, "
           f"recall@5 {start['val_recall@5']:.3f} -> {end['val_recall@5']:.3f}")

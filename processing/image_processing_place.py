@@ -19,13 +19,18 @@ global generator (seed it with `torch.manual_seed`; DataLoader workers get disti
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import os
-from collections.abc import Sequence
+import struct
+import zlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import PIL.Image
+import PIL.ImageFile
 import torch
 import torch.nn.functional as F
 from transformers.image_processing_backends import TorchvisionBackend
@@ -36,13 +41,20 @@ from transformers.processing_utils import ImagesKwargs, Unpack
 
 from .postprocessing_place import PlacePostProcessingMixin
 
-__all__ = ["PlaceImageKwargs", "PlaceImageProcessor", "load_image_file", "to_grayscale_float"]
+__all__ = ["ACCEPTED_LAYOUTS", "PlaceImageKwargs", "decode_image_bytes", "PlaceImageProcessor", "load_image_file", "to_grayscale_float"]
 
 # ITU-R BT.601 luma weights: what PIL uses for RGB -> L.
 _LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _DIRECT_PIL_MODES = frozenset({"1", "L", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
 _DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
 _FLOAT_TOLERANCE = 1e-3
+#: Array layouts a single image or a batch may have; quoted by every shape error.
+ACCEPTED_LAYOUTS = (
+    "one image: H x W, H x W x C or C x H x W with C = 1, 3 or 4 (H x W x 2 = grey + alpha); "
+    "a batch: a list of images, B x H x W x C / B x C x H x W, or B x H x W grey images with H and W > "
+    "16 (an array whose last axis has 5-16 entries is refused as ambiguous: channels or image width?)"
+)
+_MAX_CHANNEL_LIKE = 16
 
 
 class PlaceImageKwargs(ImagesKwargs, total=False):
@@ -209,12 +221,67 @@ def load_image_file(path: str | os.PathLike) -> np.ndarray | PIL.Image.Image:
         raise FileNotFoundError(f"Image file not found: {path}")
     if _is_dicom(path):
         return _read_dicom(path)
+    with open(path, "rb") as handle:
+        return decode_image_bytes(handle.read(), path)
+
+
+def decode_image_bytes(data: bytes, name: str | None = None) -> PIL.Image.Image:
+    """Decode encoded image bytes (PNG, JPEG...) fully, refusing truncated data (ValueError naming `name`)."""
     try:
-        with PIL.Image.open(path) as image:
-            image.load()  # decode now, so a truncated file fails here with its path
+        with _truncated_images_refused(), PIL.Image.open(io.BytesIO(data)) as image:
+            image.load()  # decode now, so a truncated file fails here with its name
+            if image.format == "PNG":
+                _check_png_complete(data)
             return image.copy()
     except Exception as error:
-        raise ValueError(f"Cannot read image file {path}: {error}") from error
+        raise ValueError(f"Cannot read image file {name}: {error}") from error
+
+
+@contextlib.contextmanager
+def _truncated_images_refused() -> Iterator[None]:
+    """PIL's `LOAD_TRUNCATED_IMAGES` off while decoding: another library may have turned it on globally, and
+    then a cut JPEG or PNG decodes with its missing part black instead of failing."""
+    previous = PIL.ImageFile.LOAD_TRUNCATED_IMAGES
+    PIL.ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        PIL.ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _check_png_complete(data: bytes) -> None:
+    """Raise ValueError when the PNG's image data holds fewer bytes than its header promises.
+
+    A PNG whose IDAT stream ends early but is well-formed (chunks, CRCs and zlib all valid) passes PIL's own
+    checks and decodes with the missing rows black, so the decompressed length is compared with the size
+    the IHDR implies (filter byte + packed samples per row, per Adam7 pass when interlaced).
+    """
+    header, stream, position = None, zlib.decompressobj(), 8
+    produced = 0
+    while position + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[position : position + 8])
+        body = data[position + 8 : position + 8 + length]
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body[:13])
+        elif kind == b"IDAT":
+            produced += len(stream.decompress(body))
+        position += 12 + length
+    if header is None:
+        return
+    width, height, depth, colour, _, _, interlace = header
+    bits = depth * _PNG_CHANNELS.get(colour, 1)
+    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+    expected = 0
+    for x0, y0, dx, dy in passes:
+        pass_width, pass_height = -(-(width - x0) // dx), -(-(height - y0) // dy)
+        if pass_width > 0 and pass_height > 0:
+            expected += pass_height * (1 + -(-(pass_width * bits) // 8))
+    if produced < expected:
+        raise ValueError(f"PNG image data is truncated: {produced} of {expected} bytes (missing rows)")
 
 
 def _is_dicom(path: str) -> bool:
@@ -266,11 +333,18 @@ def _flatten_images(images: Any) -> list[Any]:
     if isinstance(images, PIL.Image.Image):
         return [images]
     if isinstance(images, (np.ndarray, torch.Tensor)):
-        if images.ndim == 4 or (images.ndim == 3 and not _has_channel_axis(images.shape)):
-            return list(images)  # B x ... batch, or B x H x W grey batch
+        shape = tuple(images.shape)
+        if images.ndim == 3 and not _has_channel_axis(shape):
+            if shape[-1] <= _MAX_CHANNEL_LIKE or shape[-2] <= _MAX_CHANNEL_LIKE:
+                # (H, W, 5) would otherwise be read as H images of W x 5 pixels
+                raise ValueError(f"Ambiguous image array of shape {shape}; accepted layouts: {ACCEPTED_LAYOUTS}")
+            return list(images)  # B x H x W grey batch
+        if images.ndim == 4:
+            return list(images)  # B x ... batch
         if images.ndim in (2, 3):
             return [images]
-        raise ValueError(f"Image arrays must have 2, 3 or 4 dimensions, got shape {tuple(images.shape)}")
+        raise ValueError(f"Image arrays must have 2, 3 or 4 dimensions, got shape {shape}; accepted layouts: "
+                         f"{ACCEPTED_LAYOUTS}")
     raise TypeError(
         "images must be PIL images, numpy arrays, torch tensors or file paths (or lists of them), "
         f"got {type(images).__name__}"
@@ -327,7 +401,8 @@ def _channels_last(array: np.ndarray) -> np.ndarray:
         return array
     if array.shape[0] in (1, 3, 4):
         return np.moveaxis(array, 0, -1)
-    raise ValueError(f"Cannot find the channel axis of an image of shape {array.shape}")
+    raise ValueError(f"Cannot find the channel axis of an image of shape {array.shape}; accepted layouts: "
+                     f"{ACCEPTED_LAYOUTS}")
 
 
 def _scale_to_unit(array: np.ndarray) -> np.ndarray:

@@ -12,7 +12,11 @@ Conventions (all functions):
 * Every function takes `str` input and raises `TypeError` naming the received type otherwise (a `NaN` from a
   pandas column is a `float`, for example). No other exception is raised for any string.
 * An empty or whitespace-only report has no sections and no sentences: `report_to_sentences("") == []`.
+  So has a report whose section headers are all empty (`"FINDINGS:"`, `"FINDINGS:\\nIMPRESSION:"`): the
+  header words are never text.
 * Line endings `\\r\\n` / `\\r` are treated as `\\n`.
+* Text is made valid Unicode first (`to_valid_unicode`): surrogate pairs written as two code points are joined,
+  lone surrogates become U+FFFD, so every returned string encodes as UTF-8 (tokenizers and Arrow need that).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ __all__ = [
     "report_to_sentences",
     "sentence_hash",
     "split_sentences",
+    "to_valid_unicode",
 ]
 
 #: Header text (lower case, single spaces) -> canonical section name. Misspellings and variants follow the
@@ -110,6 +115,32 @@ def _normalize_newlines(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+def to_valid_unicode(text: str) -> str:
+    """`text` with surrogate code points repaired: a high + low pair becomes its character, a lone surrogate
+    becomes U+FFFD. Such strings come from `surrogateescape` decoding or broken JSON escapes; they cannot be
+    encoded as UTF-8, so a tokenizer (or Arrow) would fail on them later, far from the report.
+
+    Raises:
+        TypeError: If `text` is not a `str`.
+    """
+    _check_str(text, "text")
+    if text.isascii() or not _SURROGATE_RE.search(text):
+        return text  # the common case costs one scan
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def _clean(value: object, name: str) -> str:
+    """The documented input check, valid Unicode and `\\n` line endings: what every entry point starts with."""
+    return _normalize_newlines(to_valid_unicode(_check_str(value, name)))
+
+
+def _headers(text: str) -> list[re.Match]:
+    return list(_HEADER_RE.finditer(text))
+
+
 def find_sections(report: str) -> dict[str, str]:
     """Split a report into its sections.
 
@@ -129,8 +160,8 @@ def find_sections(report: str) -> dict[str, str]:
     Raises:
         TypeError: If `report` is not a `str`.
     """
-    text = _normalize_newlines(_check_str(report, "report"))
-    headers = list(_HEADER_RE.finditer(text))
+    text = _clean(report, "report")
+    headers = _headers(text)
     if not headers:
         return {}
     sections: dict[str, list[str]] = {"preamble": [text[: headers[0].start()]]}
@@ -151,16 +182,18 @@ def extract_report_text(report: str, sections: Sequence[str] = ("findings", "imp
 
     Returns:
         The chosen sections' text. When the report has no known header at all, the whole (stripped) report.
-        When it has headers but none of the chosen sections, `""`.
+        When it has headers but none of the chosen sections has text (including a report that is only empty
+        headers, `"FINDINGS:\\nIMPRESSION:"`), `""`.
 
     Raises:
         TypeError: If `report` is not a `str` or `sections` is a bare string.
         ValueError: If a name in `sections` is not a canonical section name.
     """
     wanted = _check_section_names(sections)
-    found = find_sections(report)
-    if not found:
-        return report.strip()
+    text = _clean(report, "report")
+    if not _headers(text):
+        return text.strip()
+    found = find_sections(text)
     return "\n\n".join(found[name] for name in wanted if name in found)
 
 
@@ -197,7 +230,7 @@ def split_sentences(text: str) -> list[str]:
     Raises:
         TypeError: If `text` is not a `str`.
     """
-    text = _normalize_newlines(_check_str(text, "text"))
+    text = _clean(text, "text")
     sentences = []
     for block in _split_blocks(text):
         for piece in _split_block_sentences(block):
@@ -272,7 +305,7 @@ def normalize_sentence(sentence: str) -> str:
 
 @functools.lru_cache(maxsize=1 << 16)  # report sentences repeat a lot ("No pneumothorax.")
 def _normalize_cached(sentence: str) -> str:
-    text = unicodedata.normalize("NFKC", sentence).lower()
+    text = unicodedata.normalize("NFKC", to_valid_unicode(sentence)).lower()
     return _WHITESPACE_RE.sub(" ", _NON_WORD_RE.sub(" ", text)).strip()
 
 

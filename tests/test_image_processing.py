@@ -1,10 +1,14 @@
 """PlaceImageProcessor: encodings, DICOM, geometry, augmentation, errors, save / load."""
 
 import re
+import struct
 import sys
+import zlib
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
+import PIL.ImageFile
 import pydicom
 import pytest
 import torch
@@ -12,7 +16,14 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 from transformers import AutoImageProcessor
 
-from modeling_place.processing.image_processing_place import PlaceImageProcessor, _affine_grid
+from modeling_place.processing.image_processing_place import PlaceImageProcessor, _affine_grid, load_image_file
+
+# Two NIH ChestX-ray14 radiographs (512 x 512, 8-bit; see ATTRIBUTION.md there), beside the repository.
+REAL_CXR = Path(__file__).resolve().parents[2] / "shared/data/real_cxr"
+REAL_NAMES = ("nih_00000001_000.png", "nih_00027426_000.png")
+#: Tolerances documented in docs/DATASETS.md ("Images"): lossless encodings agree to float rounding; a JPEG
+#: re-encoded at quality 95 stays within 0.02 of the PNG after resizing (measured: <= 0.004).
+LOSSLESS_ATOL, JPEG_ATOL = 1e-5, 0.02
 
 
 def _test_image(height: int = 48, width: int = 40, seed: int = 0) -> np.ndarray:
@@ -32,7 +43,7 @@ def _pixels(processor: PlaceImageProcessor, images, **kwargs) -> torch.Tensor:
     return processor(images, return_tensors="pt", **kwargs)["pixel_values"]
 
 
-def _write_dicom(path, pixels: np.ndarray, photometric: str = "MONOCHROME2", **attributes) -> None:
+def _write_dicom(path, pixels: np.ndarray, photometric: str = "MONOCHROME2", bits: int = 16, **attributes) -> None:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -44,12 +55,12 @@ def _write_dicom(path, pixels: np.ndarray, photometric: str = "MONOCHROME2", **a
     dataset.Rows, dataset.Columns = pixels.shape
     dataset.SamplesPerPixel = 1
     dataset.PhotometricInterpretation = photometric
-    dataset.BitsAllocated = dataset.BitsStored = 16
-    dataset.HighBit = 15
+    dataset.BitsAllocated = dataset.BitsStored = bits
+    dataset.HighBit = bits - 1
     dataset.PixelRepresentation = 0
     for name, value in attributes.items():
         setattr(dataset, name, value)
-    dataset.PixelData = pixels.astype("<u2").tobytes()
+    dataset.PixelData = pixels.astype("<u2" if bits == 16 else np.uint8).tobytes()
     pydicom.dcmwrite(path, dataset, enforce_file_format=True)
 
 
@@ -216,3 +227,107 @@ def test_save_and_load_with_auto_image_processor(tmp_path):
     train_a = _pixels(loaded, image, train=True)
     torch.manual_seed(0)
     assert torch.equal(train_a, _pixels(processor, image, train=True))
+
+
+# ----------------------------------------------------------------------------------------------- real radiographs
+
+
+def _real(name: str) -> np.ndarray:
+    path = REAL_CXR / name
+    if not path.is_file():
+        pytest.fail(f"real radiograph missing: {path} (shared/data/real_cxr must sit beside the repository)")
+    return np.asarray(PIL.Image.open(path))
+
+
+def _min_max(array: np.ndarray) -> np.ndarray:
+    array = array.astype(np.float64)
+    return ((array - array.min()) / (array.max() - array.min())).astype(np.float32)
+
+
+def _voi_lut_item(entries: int, first: int) -> Dataset:
+    """A VOI LUT table stored value v -> 100 + (v - first)^2, 16-bit output."""
+    item = Dataset()
+    item.LUTDescriptor = [entries, first, 16]
+    item.add_new(0x00283006, "US", [100 + v * v for v in range(entries)])
+    return item
+
+
+@pytest.mark.parametrize("name", REAL_NAMES)
+def test_real_radiograph_through_every_encoding(tmp_path, name):
+    """PNG as given, JPEG, 16-bit PNG and DICOM (MONOCHROME1/2, rescale, window, VOI LUT table) written from the
+    same pixels give the processor's pixels of the array, within the documented tolerance."""
+    pixels = _real(name)
+    processor = PlaceImageProcessor(do_normalize=False)
+    reference = _pixels(processor, pixels)
+    minmaxed = _pixels(processor, _min_max(pixels))  # DICOM is min-max scaled (documented)
+    assert reference.std() > 0.1  # a real image, not a blank
+    PIL.Image.fromarray(pixels).save(tmp_path / "q95.jpg", quality=95)
+    sixteen = pixels.astype(np.uint16) * 257
+    PIL.Image.fromarray(sixteen).save(tmp_path / "sixteen.png")
+    _write_dicom(tmp_path / "m2.dcm", sixteen)
+    _write_dicom(tmp_path / "m1.dcm", 65535 - sixteen, "MONOCHROME1")
+    _write_dicom(tmp_path / "rescaled.dcm", sixteen // 16, RescaleSlope=2, RescaleIntercept=-1024)
+    low, high = int(pixels.min()), int(pixels.max())  # a window exactly over the stored range: linear, no clipping
+    _write_dicom(tmp_path / "window.dcm", pixels, bits=8, WindowCenter=(low + high + 1) / 2, WindowWidth=high - low + 1)
+    # A non-linear VOI LUT table (v -> 100 + v^2), so the test sees whether the table is applied.
+    _write_dicom(tmp_path / "lut.dcm", pixels, bits=8, VOILUTSequence=[_voi_lut_item(256, 0)])
+    squared = _pixels(processor, _min_max(100 + pixels.astype(np.float64) ** 2))
+    cases = {
+        "png": (REAL_CXR / name, reference, LOSSLESS_ATOL),
+        "jpeg_q95": (tmp_path / "q95.jpg", reference, JPEG_ATOL),
+        "png16": (tmp_path / "sixteen.png", reference, LOSSLESS_ATOL),
+        "dicom_monochrome2": (tmp_path / "m2.dcm", minmaxed, LOSSLESS_ATOL),
+        "dicom_monochrome1": (tmp_path / "m1.dcm", minmaxed, LOSSLESS_ATOL),
+        "dicom_rescale": (tmp_path / "rescaled.dcm", _pixels(processor, _min_max(sixteen // 16)), LOSSLESS_ATOL),
+        "dicom_window": (tmp_path / "window.dcm", minmaxed, 1e-3),  # the window's (w - 1) denominator
+        "dicom_voi_lut": (tmp_path / "lut.dcm", squared, LOSSLESS_ATOL),
+    }
+    for case, (path, expected, tolerance) in cases.items():
+        torch.testing.assert_close(_pixels(processor, str(path)), expected, atol=tolerance, rtol=0, msg=case)
+
+
+@pytest.mark.parametrize("name", REAL_NAMES)
+def test_real_radiograph_truncated_png_and_jpeg_are_refused(tmp_path, name, monkeypatch):
+    pixels = _real(name)
+    PIL.Image.fromarray(pixels).save(tmp_path / "full.png")
+    PIL.Image.fromarray(pixels).save(tmp_path / "full.jpg", quality=95)
+    # Missing rows with a well-formed file: IDAT recompressed from the first half of the scanlines, valid CRCs.
+    _write_png_missing_rows(tmp_path / "full.png", tmp_path / "rows.png")
+    (tmp_path / "cut.jpg").write_bytes((tmp_path / "full.jpg").read_bytes()[:-5000])
+    monkeypatch.setattr(PIL.ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # as another library might leave it
+    processor = PlaceImageProcessor()
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "rows.png")) + ".*missing rows"):
+        processor(str(tmp_path / "rows.png"))
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "cut.jpg")) + ".*truncated"):
+        processor(str(tmp_path / "cut.jpg"))
+    assert PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True  # restored after the strict decode
+    np.testing.assert_array_equal(np.asarray(load_image_file(tmp_path / "full.png")), pixels)
+
+
+def _write_png_missing_rows(source: Path, target: Path) -> None:
+    data, chunks, position = source.read_bytes(), [], 8
+    while position < len(data):
+        length, kind = struct.unpack(">I4s", data[position : position + 8])
+        chunks.append((kind, data[position + 8 : position + 8 + length]))
+        position += 12 + length
+    raw = zlib.decompress(b"".join(body for kind, body in chunks if kind == b"IDAT"))
+    kept = [(kind, body) for kind, body in chunks if kind not in (b"IDAT", b"IEND")]
+    kept += [(b"IDAT", zlib.compress(raw[: len(raw) // 2])), (b"IEND", b"")]
+    out = data[:8] + b"".join(
+        struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body)) for kind, body in kept
+    )
+    target.write_bytes(out)
+
+
+def test_ambiguous_array_shapes_are_refused_with_the_layouts():
+    processor = PlaceImageProcessor()
+    pixels = _real(REAL_NAMES[0])
+    for shape in [(64, 64, 5), (64, 64, 12), (2, 8, 64)]:
+        with pytest.raises(ValueError, match=r"Ambiguous image array of shape .*accepted layouts: one image: H x W"):
+            processor(np.zeros(shape, dtype=np.uint8))
+    grey_batch = np.stack([pixels, pixels[::-1]])  # B x H x W with large H, W: still a batch of two
+    assert _pixels(processor, grey_batch).shape == (2, 3, 224, 224)
+    rgb = np.repeat(pixels[..., None], 3, axis=2)
+    assert _pixels(processor, rgb).shape == (1, 3, 224, 224)
+    with pytest.raises(ValueError, match="accepted layouts"):
+        processor(np.zeros((2, 64, 64, 7), dtype=np.uint8))  # no channel axis in a 4-D batch

@@ -267,3 +267,31 @@ def test_save_and_reload_installed_and_remote_code(trained_tokenizer, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "REMOTE_OK" in result.stdout
+
+
+# ------------------------------------------------------------------------------------------ issue 26: bad text
+
+
+def test_headers_only_and_lone_surrogate_reports(trained_tokenizer):
+    processor = _small_processor(trained_tokenizer)
+    for report in ("FINDINGS:", "FINDINGS:\nIMPRESSION:"):
+        assert not processor.is_valid_report(report)  # no sentence: skipped by the trainer, not a shared hash
+        with pytest.raises(ValueError, match="batch index 0"):
+            processor(text=[report])
+    broken = "FINDINGS: The lungs are clear \ud800. No pleural effusion."
+    assert processor.is_valid_report(broken)
+    batch = processor(text=[broken, REPORTS[0]], return_tensors="np")  # the tokenizer used to raise here
+    assert int((batch["sentence_hashes"][0] != 0).sum()) == 2
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.text(alphabet=st.characters(categories=["L", "P", "Z", "Cs", "Cc", "So"]), min_size=1, max_size=80))
+def test_a_valid_report_always_tokenises(trained_tokenizer, report):
+    """Random text with surrogates and control characters: valid reports encode, invalid ones raise ValueError."""
+    processor = _small_processor(trained_tokenizer)
+    if processor.is_valid_report(report):
+        batch = processor(text=[report], return_tensors="np")
+        assert batch["input_ids"].shape[0] == 1
+    else:
+        with pytest.raises(ValueError, match="batch index 0"):
+            processor(text=[report])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 import json
 import zipfile
 from pathlib import Path
@@ -14,6 +15,7 @@ from PIL import Image
 from modeling_place.data.labels_place import CHEXPERT_COMPETITION_TASKS, CHEXPERT_LABELS, canonical_label
 from modeling_place.data.prepare import main as prepare_main
 from modeling_place.data.readers_place import (
+    DatasetFormatError,
     decode_siim_mask,
     load_dataset_by_name,
     load_image,
@@ -428,7 +430,7 @@ def test_covidx_txt_splits_and_classes(tmp_path):
     rows = {row["image_id"]: row for split in data.values() for row in split}
     assert rows["a.png"]["label"] == 2 and rows["a.png"]["COVID-19"] == 1.0 and rows["t.png"]["label"] == 1
     write_text(tmp_path / "test_COVIDx9B.txt", "9 t.png\n")
-    with pytest.raises(ValueError, match=r"test_COVIDx9B\.txt:1: expected"):
+    with pytest.raises(DatasetFormatError, match=r"test_COVIDx9B\.txt: row 1, column 'label_name': a blank cell"):
         load_dataset_by_name("covidx", tmp_path)
 
 
@@ -456,7 +458,7 @@ def test_object_cxr_shape_codes_to_boxes(tmp_path):
     assert rows["08001.jpg"]["split"] == "test"
     assert parse_object_cxr_annotation(float("nan")) == ([], [])
     write_text(tmp_path / "dev.csv", csv_text(["image_name", "annotation"], [["08001.jpg", "3 1 2 3 4"]]))
-    with pytest.raises(ValueError, match=r"dev\.csv: image 08001\.jpg: unknown Object-CXR shape code '3'"):
+    with pytest.raises(DatasetFormatError, match=r"dev\.csv: row 1, column .annotation.: unknown Object-CXR shape code .3."):
         load_dataset_by_name("object-cxr", tmp_path)
 
 
@@ -481,7 +483,7 @@ def test_iu_xray_r2gen_annotation(tmp_path):
     assert first["text"] == "The heart is normal CXR1_IM-0001."
     broken = {"train": [{"id": "x", "report": "r"}]}
     write_text(tmp_path / "annotation.json", json.dumps(broken))
-    with pytest.raises(ValueError, match=r"annotation\.json \['train'\]: missing column\(s\) 'image_path'"):
+    with pytest.raises(DatasetFormatError, match=r"annotation\.json \['train'\]: row 1, column 'image_path': the key is missing"):
         load_dataset_by_name("iu-xray", tmp_path)
 
 
@@ -633,3 +635,180 @@ def test_place_prepare_missing_layout_is_one_line_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as raised:
         prepare_main(["nonsense", "--root", str(tmp_path), "--out", str(tmp_path / "out")])
     assert raised.value.code == 2
+
+
+# ----------------------------------------------------------------------------------------------- malformed rows
+# Issue 26: every reader checks each row against its format's rules and raises DatasetFormatError naming file,
+# row and column, or (skip_bad_rows=True) skips, counts and reports the bad rows.
+
+RSNA_HEADER = ["patientId", "x", "y", "width", "height", "Target"]
+
+
+def write_rsna(root: Path, rows: list[list]) -> Path:
+    write_text(root / "stage_2_train_labels.csv", csv_text(RSNA_HEADER, rows))
+    for pid in dict.fromkeys(row[0] for row in rows):
+        write_image(root / "stage_2_train_images_png" / f"{pid}.png")
+    return root
+
+
+@pytest.mark.parametrize(
+    "bad_row, column, problem",
+    [
+        (["p9", None, None, None, None, 1], "x", "a blank cell is not a number"),  # positive without a box
+        (["p9", None, None, None, None, 2], "Target", "2 is not one of 0, 1"),
+        (["p9", 10, 20, "wide", 40, 1], "width", "'wide' is not a number"),
+        (["p9", 1000, 20, 100, 40, 1], "width", "ends past the 1024-pixel image"),
+        (["p9", -5, 20, 30, 40, 1], "x", "-5"),
+        (["p9", 10, 20, 30, 40, 0], "x", "blank (Target = 0)"),  # a negative row carries no box
+    ],
+)
+def test_rsna_malformed_row_is_named_or_skipped(tmp_path, bad_row, column, problem):
+    root = write_rsna(tmp_path, [*RSNA_LABELS, bad_row])
+    with pytest.raises(DatasetFormatError, match=re.escape(problem)) as raised:
+        load_dataset_by_name("rsna", root, split_scheme="none")
+    error = raised.value
+    assert (Path(error.file).name, error.row, error.column) == ("stage_2_train_labels.csv", 6, column)
+    data = load_dataset_by_name("rsna", root, split_scheme="none", skip_bad_rows=True)
+    assert data.bad_rows.summary()["skipped"] == 1
+    assert data.bad_rows.summary()["by_column"] == {f"stage_2_train_labels.csv: {column}": 1}
+    assert "p9" not in data["train"]["patient_id"]  # its only row was bad
+    assert all(np.isfinite(box).all() for boxes in data["train"]["boxes"] for box in boxes)
+    assert set(data["train"]["Pneumonia"]) <= {0.0, 1.0}
+
+
+def test_chexpert_label_yes_is_an_error_not_a_zero(tmp_path):
+    root = write_chexpert(tmp_path)
+    csv_path = root / "CheXpert-v1.0-small/train.csv"
+    frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    frame.loc[2, "Edema"] = "yes"
+    frame.loc[4, "Frontal/Lateral"] = "Oblique"
+    frame.to_csv(csv_path, index=False)
+    with pytest.raises(DatasetFormatError, match=r"train\.csv: row 3, column 'Edema': 'yes' is not one of 1\.0, 0\.0, -1\.0 or blank"):
+        load_dataset_by_name("chexpert", root, holdout_size=3)
+    data = load_dataset_by_name("chexpert", root, holdout_size=3, skip_bad_rows=True)
+    assert data.bad_rows.summary()["by_column"] == {"train.csv: Edema": 1, "train.csv: Frontal/Lateral": 1}
+    kept = {row["image_id"] for split in data.values() for row in split}
+    assert not {f"train/patient0000{n}/study1/view1_frontal.jpg" for n in (3, 5)} & kept
+
+
+def test_siim_invalid_rle_is_caught_at_read_time_with_image_id_row(tmp_path):
+    lines = ["ImageId, EncodedPixels", f"{SIIM_IDS[0]}, {HAND_RLE}", f"{SIIM_IDS[1]}, 5 x 3",
+             f"{SIIM_IDS[2]}, 1048570 10", f"{SIIM_IDS[3]}, 4 1 2"]
+    write_text(tmp_path / "train-rle.csv", "\n".join(lines) + "\n")
+    for image_id in SIIM_IDS:
+        write_dicom(tmp_path / "dicom-images-train" / "a" / "b" / f"{image_id}.dcm", np.zeros((4, 3)))
+    with pytest.raises(DatasetFormatError, match=r"train-rle\.csv: row 2, column 'EncodedPixels': RLE '5 x 3' contains a non-integer"):
+        load_dataset_by_name("siim", tmp_path)
+    data = load_dataset_by_name("siim", tmp_path, split_scheme="none", skip_bad_rows=True)
+    summary = data.bad_rows.summary()
+    assert summary["skipped"] == 3 and "past the 1048576 pixels" in " ".join(summary["examples"])
+    assert "odd number" in " ".join(summary["examples"])
+    assert data["train"]["image_id"] == [SIIM_IDS[0]]
+    for row in data["train"]:
+        decode_siim_mask(row["mask_rle"])  # every kept RLE decodes
+
+
+def test_mimic_empty_headers_and_undecodable_report_file(tmp_path):
+    root = write_mimic(tmp_path, reports="tree")
+    write_text(root / "files/p10/p10000032/s53189527.txt", "FINDINGS:\nIMPRESSION:\n")  # headers only
+    data = load_dataset_by_name("mimic-cxr", root)
+    assert "test" not in data  # d3's study has no text: dropped like a study without a report
+    assert all("FINDINGS" not in text.upper() for split in data.values() for text in split["text"])
+    bad = root / "files/p11/p11000011/s51000001.txt"
+    bad.write_bytes(b"FINDINGS: Heart size \xff normal.\n")  # Latin-1 byte, not UTF-8
+    with pytest.raises(DatasetFormatError, match=re.escape(str(bad)) + r": row 1, column 'text': invalid UTF-8"):
+        load_dataset_by_name("mimic-cxr", root)
+    data = load_dataset_by_name("mimic-cxr", root, skip_bad_rows=True)
+    assert data.bad_rows.summary()["skipped"] == 1 and "validation" not in data
+    with zipfile.ZipFile(root / "mimic-cxr-reports.zip", "w") as archive:
+        archive.writestr("files/p11/p11000011/s51000001.txt", b"\xfe\xff broken")
+        archive.writestr("files/p10/p10000032/s50414267.txt", "FINDINGS: Clear.")
+    with pytest.raises(DatasetFormatError, match=r"mimic-cxr-reports\.zip!files/p11/p11000011/s51000001\.txt"):
+        load_dataset_by_name("mimic-cxr", root)
+
+
+def test_mimic_label_and_split_cells_are_checked(tmp_path):
+    root = write_mimic(tmp_path)
+    write_text(root / "mimic-cxr-2.0.0-split.csv", "dicom_id,study_id,subject_id,split\nd1,50414267,10000032,training\n")
+    with pytest.raises(DatasetFormatError, match=r"split\.csv: row 1, column 'split': 'training' is not one of"):
+        load_dataset_by_name("mimic-cxr", root)
+
+
+@pytest.mark.parametrize(
+    "annotation, message",
+    [("3 1 2 3 4", "unknown Object-CXR shape code '3'"), ("0 1 2 3", "needs an even number"),
+     ("0 1 2 a 4", "non-numeric coordinate"), ("0 -1 2 3 4", "negative or non-finite")],
+)
+def test_object_cxr_bad_annotations(tmp_path, annotation, message):
+    write_text(tmp_path / "train.csv", csv_text(["image_name", "annotation"], [["00001.jpg", ""], ["00002.jpg", annotation]]))
+    write_text(tmp_path / "dev.csv", csv_text(["image_name", "annotation"], [["08001.jpg", ""]]))
+    for name in ("train/00001.jpg", "train/00002.jpg", "dev/08001.jpg"):
+        write_image(tmp_path / name)
+    with pytest.raises(DatasetFormatError, match=r"train\.csv: row 2, column 'annotation': .*" + re.escape(message)):
+        load_dataset_by_name("object-cxr", tmp_path)
+    data = load_dataset_by_name("object-cxr", tmp_path, validation_fraction=0, skip_bad_rows=True)
+    assert data["train"]["image_id"] == ["00001.jpg"] and data.bad_rows.summary()["skipped"] == 1
+
+
+def test_nih_unknown_finding_and_box_outside_the_image(tmp_path):
+    root = write_nih(tmp_path)
+    write_text(root / "BBox_List_2017.csv", "Image Index,Finding Label,Bbox [x,y,w,h],,,\n00000003_000.png,Nodule,1000,20,50,6,,,\n")
+    with pytest.raises(DatasetFormatError, match=r"BBox_List_2017\.csv: row 1, column 'w'"):
+        load_dataset_by_name("nih", root)
+    assert load_dataset_by_name("nih", root, skip_bad_rows=True)["test"][0]["boxes"] == []
+    rows = [*NIH_ROWS[:3], NIH_ROWS[3].replace("Nodule|Infiltration", "Nodule|Tumour")]
+    write_text(root / "Data_Entry_2017_v2020.csv", "\n".join([NIH_HEADER, *rows]) + "\n")
+    with pytest.raises(DatasetFormatError, match=r"row 4, column 'Finding Labels': unknown finding label\(s\) \['Tumour'\]"):
+        load_dataset_by_name("nih", root)
+
+
+def test_generic_table_label_split_and_path_cells(tmp_path):
+    write_image(tmp_path / "img" / "a.png")
+    write_text(tmp_path / "t.csv", "image_path,text,split,pleural_effusion\nimg/a.png,A.,train,yes\n,B.,train,1\n"
+               "img/a.png,C.,later,0\n[\"img/a.png\",C.,train,0\nimg/a.png,D.,test,-1\n")
+    with pytest.raises(DatasetFormatError, match=r"t\.csv: row 1, column 'pleural_effusion': 'yes'"):
+        load_dataset_by_name("csv", tmp_path / "t.csv")
+    data = load_dataset_by_name("csv", tmp_path / "t.csv", skip_bad_rows=True)
+    assert data.bad_rows.summary()["by_column"] == {"t.csv: pleural_effusion": 1, "t.csv: image_path": 2, "t.csv: split": 1}
+    assert list(data) == ["test"] and data["test"][0]["text"] == "D." and data["test"][0]["Pleural Effusion"] == -1.0
+    write_text(tmp_path / "t.jsonl", '{"image_path": "img/a.png", "text": "A."}\n\n{"image_path": [], "text": "B."}\n')
+    with pytest.raises(DatasetFormatError, match=r"t\.jsonl: row 3, column 'image_path'"):  # row = line number
+        load_dataset_by_name("csv", tmp_path / "t.jsonl")
+
+
+def test_place_prepare_csv_with_float_list_cells_and_no_partial_output(tmp_path, capsys, monkeypatch):
+    root = write_rsna(tmp_path / "rsna", RSNA_LABELS)
+    out = tmp_path / "prepared"
+    assert prepare_main(["rsna", "--root", str(root), "--out", str(out), "--format", "csv", "parquet", "arrow"]) == 0
+    tables = pd.concat([pd.read_csv(path) for path in (out / "tables").glob("*.csv")])
+    boxes = {pid: json.loads(cell) for pid, cell in zip(tables["patient_id"], tables["boxes"])}
+    assert boxes["p1"] == [[100.0, 200.0, 150.0, 260.0], [300.0, 310.0, 320.0, 340.0]]
+    assert json.loads((out / "manifest.json").read_text())["bad_rows"]["skipped"] == 0
+    # A malformed row: one error line, exit 2, and neither OUT nor a staging folder is left behind.
+    bad_root = write_rsna(tmp_path / "bad", [*RSNA_LABELS, ["p9", None, None, None, None, 2]])
+    fresh = tmp_path / "fresh"
+    capsys.readouterr()
+    assert prepare_main(["rsna", "--root", str(bad_root), "--out", str(fresh), "--format", "csv"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("place-prepare: error:") and "row 6, column 'Target'" in err and len(err.splitlines()) == 1
+    assert not fresh.exists() and not list(tmp_path.glob(".fresh*"))
+    # A failure while writing (disk full, a bug...) leaves no partial OUT either, and keeps the old OUT whole.
+    import modeling_place.data.prepare as prepare_module
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(prepare_module, "write_split_ids", broken)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    with pytest.raises(OSError, match="disk full"):
+        prepare_main(["rsna", "--root", str(root), "--out", str(out), "--format", "csv", "--overwrite"])
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert not list(tmp_path.glob(".prepared*"))
+    with pytest.raises(OSError, match="disk full"):
+        prepare_main(["rsna", "--root", str(root), "--out", str(fresh), "--format", "arrow"])
+    assert not fresh.exists() and not list(tmp_path.glob(".fresh*"))
+    monkeypatch.undo()
+    # skip_bad_rows: the counts reach the manifest and the summary line.
+    assert prepare_main(["rsna", "--root", str(bad_root), "--out", str(fresh), "--set", "skip_bad_rows=true"]) == 0
+    assert json.loads((fresh / "manifest.json").read_text())["bad_rows"]["skipped"] == 1
+    assert "skipped 1 bad row(s)" in capsys.readouterr().out

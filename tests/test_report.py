@@ -17,6 +17,7 @@ from modeling_place.processing.report_place import (
     report_to_sentences,
     sentence_hash,
     split_sentences,
+    to_valid_unicode,
 )
 
 MIMIC_REPORT = """                                 FINAL REPORT
@@ -283,3 +284,50 @@ def test_hashes_are_identical_in_another_process():
         [sys.executable, "-c", script], input=json.dumps(sentences), capture_output=True, text=True, env=env, check=True
     )
     assert json.loads(result.stdout) == [sentence_hash(sentence) for sentence in sentences]
+
+
+# ------------------------------------------------------------------------------------------ issue 26: bad text
+
+HEADERS_ONLY = ["FINDINGS:", "FINDINGS:\nIMPRESSION:", "  Findings\n\nImpression:  \n", "FINAL REPORT\nFINDINGS:\r\nIMPRESSION:",
+                "INDICATION: cough.\nFINDINGS:\nIMPRESSION:", "findings:\n   \nimpressions:\t"]
+
+
+@pytest.mark.parametrize("report", HEADERS_ONLY)
+def test_reports_with_only_empty_sections_have_no_text_and_no_sentences(report):
+    # Before: the header words came back as the report's one sentence, shared by every such report (one hash).
+    assert extract_report_text(report) == ""
+    assert report_to_sentences(report) == []
+    assert "findings" not in find_sections(report) and "impression" not in find_sections(report)
+
+
+def test_text_is_valid_unicode_before_tokenisation():
+    lone = "FINDINGS: No effusion \ud800. Heart size is normal \udfff."
+    sentences = report_to_sentences(lone)
+    assert sentences == ["No effusion \ufffd.", "Heart size is normal \ufffd."]
+    for sentence in sentences:
+        sentence.encode("utf-8")  # a lone surrogate would raise UnicodeEncodeError here (and in the tokenizer)
+    assert report_to_sentences("FINDINGS: Pain \ud83d\ude00 noted.") == ["Pain \U0001F600 noted."]  # a pair is joined
+    assert to_valid_unicode("plain text") == "plain text"
+    assert extract_report_text("no headers \udc80 here").encode("utf-8")
+    assert sentence_hash("No effusion \ud800.") == sentence_hash("No effusion \ufffd.")
+    with pytest.raises(TypeError, match="bytes"):
+        to_valid_unicode(b"FINDINGS")
+
+
+_ANY_CHARACTER = st.characters(categories=["L", "M", "N", "P", "S", "Z", "C"])  # surrogates (Cs) included
+_HEADER_WORDS = st.sampled_from(["FINDINGS", "IMPRESSION", "Findings", "impressions", "INDICATION", "COMPARISON"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(alphabet=_ANY_CHARACTER, max_size=120)
+       | st.lists(st.tuples(_HEADER_WORDS, st.sampled_from([":", ": ", "\n", ":\n\n", ":\r\n"]),
+                            st.text(alphabet=_ANY_CHARACTER, max_size=15)), max_size=4)
+       .map(lambda parts: "\n".join(h + s + t for h, s, t in parts)))  # headers open a line, as in reports
+def test_report_pipeline_on_random_text_never_raises_and_returns_clean_sentences(report):
+    sentences = report_to_sentences(report)
+    for sentence in sentences:
+        assert sentence.strip() and normalize_sentence(sentence)
+        sentence.encode("utf-8")
+        assert normalize_sentence(sentence) not in ("findings", "impression", "impressions")  # never a bare header
+        sentence_hash(sentence)
+    assert extract_report_text(report).encode("utf-8") is not None

@@ -222,3 +222,35 @@ def test_recall_at_k():
 def test_provided_configs_parse(name):
     config = load_train_config([str(REPO / "examples" / "configs" / name)])
     assert config.preset in ("tiny", "base") and config.max_steps > 0
+
+
+def test_pretraining_over_one_percent_malformed_rows_and_reports_finishes_and_counts(tmp_path, tokenizer_dir):
+    """Issue 26: a real-reader run (generic JSONL table) with 1 % malformed rows (skipped by the reader) and 1 %
+    bad samples (a headers-only report, a truncated PNG: skipped by the trainer) finishes with the default
+    max_bad_fraction and reports both counts; a lone-surrogate report is repaired, not fatal."""
+    images = tmp_path / "img"
+    images.mkdir()
+    for n in range(4):
+        PILImage.fromarray((torch.rand(40, 40) * 255).byte().numpy()).save(images / f"{n}.png")
+    full = (images / "0.png").read_bytes()
+    (images / "cut.png").write_bytes(full[: len(full) // 2])
+    reports = ["FINDINGS: Lungs are clear. No effusion.", "IMPRESSION: Small left pleural effusion.",
+               "FINDINGS: Heart size is normal.\nIMPRESSION: No pneumothorax."]
+    rows = [{"image_path": f"img/{n % 4}.png", "text": reports[n % 3], "pleural_effusion": n % 2} for n in range(197)]
+    rows.insert(50, {"image_path": "img/1.png", "text": "FINDINGS:\nIMPRESSION:"})  # headers only: no sentence
+    rows.insert(120, {"image_path": "img/cut.png", "text": reports[0]})  # truncated image data
+    rows.insert(160, {"image_path": "img/2.png", "text": "FINDINGS: Lungs are clear \ud800."})  # lone surrogate
+    malformed = [{"image_path": "img/1.png", "text": reports[1], "pleural_effusion": "yes"},
+                 {"image_path": [], "text": reports[2]}]
+    lines = [json.dumps(row) for row in rows[:100]] + [json.dumps(malformed[0])] + \
+        [json.dumps(row) for row in rows[100:]] + [json.dumps(malformed[1])]
+    (tmp_path / "pairs.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    config = micro_train_config(
+        tmp_path, dataset="csv", data_root=str(tmp_path / "pairs.jsonl"), data_options={"skip_bad_rows": True},
+        tokenizer=tokenizer_dir, batch_size=20, max_steps=10, log_every=10, eval_every=10, checkpoint_every=10,
+    )
+    splits = load_pair_splits(config)
+    assert len(splits.train) == 200 and splits.skipped_rows == 2  # 2 of 202 table rows malformed
+    _, summary = run_training(config, splits)  # one epoch: every bad sample is met exactly once
+    assert summary["steps"] == 10 and summary["samples"] == 200
+    assert summary["skipped_samples"] == 2 and summary["skipped_rows"] == 2

@@ -11,13 +11,19 @@ Writes into OUT:
 * ``splits/{split}.txt`` -- the ``image_id`` of every row, one per line (IDs only: no text, no pixels)
 * ``manifest.json`` -- dataset name, root, options, rows per split, columns and the files written
 
-User errors (missing files, wrong columns, bad options) print one line ``place-prepare: error: ...`` and exit 2.
+Everything is written into a temporary folder beside OUT and renamed to OUT only when complete, so a failure
+(or an interrupted run) never leaves a partial OUT; ``--overwrite`` swaps the old folder out only then.
+
+User errors (missing files, wrong columns, bad rows, bad options) print one line ``place-prepare: error: ...``
+and exit 2. ``--set skip_bad_rows=true`` skips bad rows instead; their counts go to ``manifest.json``.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -104,30 +110,63 @@ def _to_csv(dataset, path: Path) -> None:
 
 
 def _plain(value: Any) -> Any:
-    """numpy arrays (as pandas returns nested lists) -> plain Python lists."""
-    return [_plain(v) for v in value] if hasattr(value, "__len__") and not isinstance(value, str) else value
+    """numpy arrays (as pandas returns nested lists) and numpy scalars (float32 box corners) -> plain Python."""
+    if hasattr(value, "__len__") and not isinstance(value, str):
+        return [_plain(v) for v in value]
+    return value.item() if hasattr(value, "item") else value
 
 
 def prepare(
     dataset: str, root: Path, out: Path, formats: Sequence[str], options: dict[str, Any], overwrite: bool
 ) -> dict:
-    """Read, write tables, split-ID files and ``manifest.json``; returns the manifest."""
-    manifest_path = out / "manifest.json"
-    if manifest_path.exists() and not overwrite:
-        raise ValueError(f"{manifest_path} already exists; pass --overwrite to replace it")
+    """Read, then write tables, split-ID files and ``manifest.json`` into a temporary folder that replaces
+    ``out`` only once everything is written; returns the manifest."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise ValueError(f"{out} already exists; pass --overwrite to replace it")
     dataset_dict = load_dataset_by_name(dataset, root, **options)
-    out.mkdir(parents=True, exist_ok=True)
-    files = write_tables(dataset_dict, out, formats) + write_split_ids(dataset_dict, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        manifest = _write_all(dataset_dict, dataset, root, staging, formats, options)
+        _replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone after a successful rename; the partial copy otherwise
+    return manifest
+
+
+def _write_all(
+    dataset_dict, dataset: str, root: Path, folder: Path, formats: Sequence[str], options: dict[str, Any]
+) -> dict:
+    files = write_tables(dataset_dict, folder, formats) + write_split_ids(dataset_dict, folder)
+    bad_rows = getattr(dataset_dict, "bad_rows", None)
     manifest = {
         "dataset": dataset,
         "root": str(Path(root).resolve()),
         "options": options,
         "rows": {split: ds.num_rows for split, ds in dataset_dict.items()},
+        "bad_rows": bad_rows.summary() if bad_rows is not None else {"skipped": 0},
         "columns": list(next(iter(dataset_dict.values())).column_names),
         "files": files,
     }
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
+
+
+def _replace(staging: Path, out: Path) -> None:
+    """Rename ``staging`` to ``out``; an existing ``out`` is moved aside first and deleted after the rename."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{staging.name.rsplit('-', 1)[-1]}")
+        out.rename(old)
+    try:
+        staging.rename(out)
+    except OSError:
+        if old is not None:
+            old.rename(out)  # put the previous result back
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -140,7 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"place-prepare: error: {message}", file=sys.stderr)
         return 2
     rows = ", ".join(f"{split}={count}" for split, count in manifest["rows"].items())
-    print(f"place-prepare: {args.dataset}: {rows} -> {args.out}")
+    skipped = manifest["bad_rows"]["skipped"]
+    note = f" (skipped {skipped} bad row(s): {manifest['bad_rows']['by_column']})" if skipped else ""
+    print(f"place-prepare: {args.dataset}: {rows} -> {args.out}{note}")
     return 0
 
 

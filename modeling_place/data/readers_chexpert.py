@@ -20,19 +20,38 @@ import pandas as pd
 
 from .labels_place import CHEXPERT_COMPETITION_TASKS, CHEXPERT_LABELS
 from .readers_common import (
+    BadRows,
     PathLike,
+    RowRule,
     apply_uncertainty,
     check_images,
     find_first_file,
+    label_rules,
+    numeric_columns,
     read_csv_table,
     require_columns,
+    rule_in_set,
+    rule_not_blank,
+    rule_number,
     strip_prefix_component,
     to_dataset_dict,
+    validate_rows,
 )
 
 CHEXPERT_PREFIXES = ("CheXpert-v1.0-small", "CheXpert-v1.0")
 CHEXPERT_VALID_NUM = 5000
 _META_COLUMNS = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
+
+
+def chexpert_rules() -> list[RowRule]:
+    """``train.csv``/``valid.csv`` rules: a ``Path``, ``Frontal/Lateral`` in Frontal/Lateral, ``Age`` a number in
+    [0, 120] (blank allowed), the 14 labels in 1.0 / 0.0 / -1.0 / blank."""
+    return [
+        rule_not_blank("Path"),
+        rule_in_set("Frontal/Lateral", ("Frontal", "Lateral")),
+        rule_number("Age", 0, 120, blank_ok=True),
+        *label_rules(CHEXPERT_LABELS),
+    ]
 
 
 def find_chexpert_csv(root: PathLike, name: str) -> Path:
@@ -65,10 +84,11 @@ def resolve_chexpert_paths(relative_paths: pd.Series, csv_path: Path, check: boo
     return [str(chosen(p)) for p in relative_paths]
 
 
-def _read_chexpert_csv(path: Path, missing_images: str) -> pd.DataFrame:
-    """One CheXpert CSV as a table with ``image_path``, IDs and the raw (unresolved) labels."""
+def _read_chexpert_csv(path: Path, missing_images: str, bad_rows: BadRows) -> pd.DataFrame:
+    """One CheXpert CSV as a table with ``image_path``, IDs and the raw (validated, unresolved) labels."""
     frame = read_csv_table(path, string_columns=["Path"])
     require_columns(frame, [*_META_COLUMNS, *CHEXPERT_LABELS], path)
+    frame = numeric_columns(validate_rows(frame, chexpert_rules(), path, bad_rows), CHEXPERT_LABELS)
     frame["image_path"] = resolve_chexpert_paths(frame["Path"], path, check=missing_images != "ignore")
     frame["image_id"] = [strip_prefix_component(p) for p in frame["Path"]]
     frame["patient_id"] = [_match(r"patient\d+", p) for p in frame["Path"]]
@@ -97,6 +117,7 @@ def read_chexpert(
     holdout_size: int = CHEXPERT_VALID_NUM,
     seed: int = 0,
     missing_images: str = "error",
+    skip_bad_rows: bool = False,
 ):
     """Read CheXpert with an uncertainty policy and the MGCA/GLoRIA split.
 
@@ -111,11 +132,14 @@ def read_chexpert(
         holdout_size: Images held out of ``train.csv`` (5,000 in MGCA/GLoRIA).
         seed: Sampling seed.
         missing_images: ``"error"``, ``"drop"`` or ``"ignore"``.
+        skip_bad_rows: Skip rows breaking :func:`chexpert_rules` (counted) instead of raising
+            :class:`DatasetFormatError`.
     """
     if split_scheme not in ("holdout", "official"):
         raise ValueError(f"split_scheme must be 'holdout' or 'official', got {split_scheme!r}")
     train_path, valid_path = find_chexpert_csv(root, "train.csv"), find_chexpert_csv(root, "valid.csv")
-    train, valid = _read_chexpert_csv(train_path, missing_images), _read_chexpert_csv(valid_path, missing_images)
+    bad_rows = BadRows(skip_bad_rows)
+    train, valid = (_read_chexpert_csv(path, missing_images, bad_rows) for path in (train_path, valid_path))
     if frontal_only:
         train, valid = (t.loc[t["Frontal/Lateral"] == "Frontal"].reset_index(drop=True) for t in (train, valid))
     train["split"] = "train"
@@ -131,7 +155,7 @@ def read_chexpert(
     frame = pd.concat([train, valid], ignore_index=True)
     frame = apply_uncertainty(frame, CHEXPERT_LABELS, uncertainty)
     frame = check_images(frame, missing_images, train_path.parent)
-    return to_dataset_dict(frame[_output_columns()])
+    return to_dataset_dict(frame[_output_columns()], bad_rows=bad_rows, source=str(train_path.parent))
 
 
 def sample_chexpert_5x200(frame: pd.DataFrame, per_class: int = 200, seed: int = 0) -> pd.DataFrame:
@@ -156,16 +180,21 @@ def sample_chexpert_5x200(frame: pd.DataFrame, per_class: int = 200, seed: int =
     return pd.concat(parts, ignore_index=True)
 
 
-def read_chexpert_5x200(root: PathLike, *, per_class: int = 200, seed: int = 0, missing_images: str = "error"):
+def read_chexpert_5x200(
+    root: PathLike, *, per_class: int = 200, seed: int = 0, missing_images: str = "error", skip_bad_rows: bool = False
+):
     """The CheXpert 5x200 zero-shot/retrieval set, built from ``train.csv`` (one ``test`` split).
 
     Labels are the raw values after NaN -> 0 (the recipe keeps only clean single-positive images, so no
     uncertainty policy is needed); ``label`` is a ``ClassLabel`` over the five competition tasks.
     """
     train_path = find_chexpert_csv(root, "train.csv")
-    sampled = sample_chexpert_5x200(_read_chexpert_csv(train_path, missing_images), per_class, seed)
+    bad_rows = BadRows(skip_bad_rows)
+    sampled = sample_chexpert_5x200(_read_chexpert_csv(train_path, missing_images, bad_rows), per_class, seed)
     sampled = apply_uncertainty(sampled, CHEXPERT_LABELS, "keep")
     sampled["split"] = "test"
     sampled = check_images(sampled, missing_images, train_path)
     columns = _output_columns(("label", "label_name"))
-    return to_dataset_dict(sampled[columns], label_names=CHEXPERT_COMPETITION_TASKS)
+    return to_dataset_dict(
+        sampled[columns], label_names=CHEXPERT_COMPETITION_TASKS, bad_rows=bad_rows, source=str(train_path)
+    )

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,225 @@ _SPLIT_ALIASES = {
 }
 MISSING_IMAGE_POLICIES = ("error", "drop", "ignore")
 UNCERTAINTY_POLICIES = ("zeros", "ones", "mgca", "keep")
+
+
+# ----------------------------------------------------------------------------------------------- row validation
+
+
+class DatasetFormatError(ValueError):
+    """A row of a dataset file breaks its format's rules (the one error type every reader raises for bad rows).
+
+    Attributes:
+        file: The file the row came from.
+        row: 1-based data row (the header is not counted; for text lists and JSON, the line / item number).
+        column: The offending column (or JSON key / field name).
+        problem: What is wrong, quoting the value.
+    """
+
+    def __init__(self, file: PathLike, row: int, column: str, problem: str) -> None:
+        self.file, self.row, self.column, self.problem = str(file), int(row), str(column), problem
+        super().__init__(f"{self.file}: row {self.row}, column {self.column!r}: {problem}")
+
+    def __reduce__(self):  # keep the fields through pickling (datasets' multiprocessing, DataLoader workers)
+        return type(self), (self.file, self.row, self.column, self.problem)
+
+
+@dataclass
+class BadRows:
+    """Bad-row policy of one reader call: raise on the first bad row (default) or skip, count and report them.
+
+    ``skip_bad_rows=True`` on any reader skips the rows that break a rule, logs one warning with the counts at
+    the end, and attaches this object to the returned ``DatasetDict`` as ``.bad_rows`` (``place-prepare``
+    writes :meth:`summary` into ``manifest.json``).
+    """
+
+    skip: bool = False
+    errors: list[DatasetFormatError] = field(default_factory=list)
+
+    def reject(self, error: DatasetFormatError) -> None:
+        """Raise ``error``, or record it when skipping."""
+        if not self.skip:
+            raise error
+        self.errors.append(error)
+
+    def summary(self) -> dict[str, Any]:
+        """``{"skipped": n, "by_column": {"file: column": n}, "examples": [first five messages]}``."""
+        by_column: dict[str, int] = {}
+        for error in self.errors:
+            key = f"{Path(error.file).name}: {error.column}"
+            by_column[key] = by_column.get(key, 0) + 1
+        return {"skipped": len(self.errors), "by_column": by_column, "examples": [str(e) for e in self.errors[:5]]}
+
+    def log(self, source: str) -> None:
+        if self.errors:
+            summary = self.summary()
+            logger.warning("%s: skipped %d bad row(s) %s; e.g. %s", source, summary["skipped"],
+                           summary["by_column"], summary["examples"][0])
+
+
+@dataclass(frozen=True)
+class RowRule:
+    """One format rule: ``is_bad(frame)`` flags the rows breaking it; ``expected`` completes "VALUE is not ..."."""
+
+    column: str
+    expected: str
+    is_bad: Callable[[pd.DataFrame], pd.Series]
+    explain: Callable[[Any], str | None] | None = None  # a value-specific message, when "is not" is too vague
+
+
+def is_blank(series: pd.Series) -> pd.Series:
+    """NaN / None / empty or white-space-only cells."""
+    return series.isna() | series.astype(str).str.strip().eq("")
+
+
+def rule_not_blank(column: str) -> RowRule:
+    return RowRule(column, "a non-empty value", lambda frame: is_blank(frame[column]))
+
+
+def rule_in_set(column: str, allowed: Iterable[str], blank_ok: bool = False) -> RowRule:
+    """Cell (stripped text) must be one of ``allowed`` (or blank when ``blank_ok``)."""
+    allowed = tuple(allowed)
+    expected = "one of " + ", ".join(repr(a) for a in allowed) + (" or blank" if blank_ok else "")
+
+    def is_bad(frame: pd.DataFrame) -> pd.Series:
+        blank = is_blank(frame[column])
+        inside = frame[column].astype(str).str.strip().isin(allowed)
+        return ~inside & ~(blank & blank_ok)
+
+    return RowRule(column, expected, is_bad)
+
+
+def numeric(series: pd.Series) -> pd.Series:
+    """Cells as float64 (NaN for blank or non-numeric)."""
+    return pd.to_numeric(series.astype(str).str.strip().replace("", np.nan), errors="coerce")
+
+
+def rule_number(
+    column: str,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    blank_ok: bool = False,
+    when: Callable[[pd.DataFrame], pd.Series] | None = None,
+    allowed: Sequence[float] | None = None,
+    what: str = "a number",
+) -> RowRule:
+    """Cell must parse as a finite number in ``[low, high]`` (or in ``allowed``), on the rows selected by ``when``."""
+    bounds = "" if low is None and high is None else f" in [{low if low is not None else '-inf'}, " \
+        f"{high if high is not None else 'inf'}]"
+    expected = f"one of {', '.join(map(str, allowed))}" if allowed is not None else what + bounds
+    expected += " or blank" if blank_ok else ""
+
+    def is_bad(frame: pd.DataFrame) -> pd.Series:
+        values, blank = numeric(frame[column]), is_blank(frame[column])
+        bad = ~np.isfinite(values)
+        if allowed is not None:
+            bad |= ~values.isin(list(allowed))
+        bad |= values < low if low is not None else False
+        bad |= values > high if high is not None else False
+        bad &= ~(blank & blank_ok)
+        return bad & when(frame) if when is not None else bad
+
+    return RowRule(column, expected, is_bad)
+
+
+def rule_blank_when(column: str, when: Callable[[pd.DataFrame], pd.Series], condition: str) -> RowRule:
+    """Cell must be blank on the rows selected by ``when`` (e.g. RSNA boxes when ``Target = 0``)."""
+    return RowRule(column, f"blank ({condition})", lambda frame: ~is_blank(frame[column]) & when(frame))
+
+
+def rule_per_value(column: str, expected: str, problem: Callable[[Any], str | None]) -> RowRule:
+    """A rule checked value by value: ``problem(value)`` returns ``None`` or what is wrong (for RLE, annotations)."""
+    return RowRule(column, expected, lambda frame: frame[column].map(lambda v: problem(v) is not None), problem)
+
+
+def rule_digits(column: str) -> RowRule:
+    """Cell must be a non-empty string of digits (numeric IDs such as MIMIC's subject_id / study_id)."""
+    return RowRule(column, "a numeric ID", lambda frame: ~frame[column].astype(str).str.strip().str.fullmatch(r"\d+"))
+
+
+def rule_split(column: str = "split") -> RowRule:
+    """Cell must be a split name :func:`normalise_split` knows."""
+    return rule_in_set(column, sorted(_SPLIT_ALIASES))
+
+
+def decode_utf8(data: bytes, file: PathLike, column: str = "text") -> str:
+    """Bytes of a text file -> str; invalid UTF-8 raises :class:`DatasetFormatError` naming the file and the line."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        problem = f"invalid UTF-8 (byte {data[error.start:error.start + 1]!r} at offset {error.start}, line {line})"
+        raise DatasetFormatError(file, line, column, problem) from error
+
+
+def repair_strings(value: Any) -> Any:
+    """Strings (also inside lists and dicts) made valid Unicode: a JSON ``"\\ud800"`` escape decodes to a lone
+    surrogate that pandas/Arrow cannot store and a tokenizer cannot encode. Use as ``json.loads`` object_hook."""
+    from ..processing.report_place import to_valid_unicode
+
+    if isinstance(value, str):
+        return to_valid_unicode(value)
+    if isinstance(value, list):
+        return [repair_strings(v) for v in value]
+    if isinstance(value, dict):
+        return {repair_strings(k): repair_strings(v) for k, v in value.items()}
+    return value
+
+
+LABEL_VALUES = (1.0, 0.0, -1.0)
+
+
+def numeric_columns(frame: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
+    """``frame`` with ``columns`` as float64 (blank -> NaN): after :func:`validate_rows` a column that held a
+    skipped text cell is still of object dtype, and label arithmetic must not see strings."""
+    frame = frame.copy()
+    for column in columns:
+        frame[column] = numeric(frame[column])
+    return frame
+
+
+def label_rules(labels: Iterable[str]) -> list[RowRule]:
+    """CheXpert-style label cells: ``1.0`` positive, ``0.0`` negative, ``-1.0`` uncertain, blank unmentioned."""
+    return [rule_number(label, allowed=LABEL_VALUES, blank_ok=True) for label in labels]
+
+
+def validate_rows(
+    frame: pd.DataFrame,
+    rules: Sequence[RowRule],
+    path: PathLike,
+    bad_rows: BadRows,
+    row_numbers: Sequence[int] | None = None,
+) -> pd.DataFrame:
+    """Check every row of a freshly read table against ``rules``.
+
+    Row numbers are ``row_numbers`` (e.g. the line numbers of a text list) or else the frame's position + 1,
+    so call this before any filtering or merging. With ``bad_rows.skip`` the bad rows are removed (first broken
+    rule recorded per row); otherwise the earliest bad row raises :class:`DatasetFormatError`.
+    """
+    numbers = list(row_numbers) if row_numbers is not None else list(range(1, len(frame) + 1))
+    bad = np.zeros(len(frame), dtype=bool)
+    found: list[tuple[int, DatasetFormatError]] = []
+    for rule in rules:
+        if rule.column not in frame.columns:
+            continue
+        flagged = np.asarray(rule.is_bad(frame), dtype=bool) & ~bad
+        for position in np.flatnonzero(flagged):
+            value = frame[rule.column].iloc[position]
+            problem = (rule.explain and rule.explain(value)) or f"{_show(value)} is not {rule.expected}"
+            found.append((position, DatasetFormatError(path, numbers[position], rule.column, problem)))
+        bad |= flagged
+    for _, error in sorted(found, key=lambda item: item[0]):
+        bad_rows.reject(error)  # raises the earliest one unless skipping
+    return frame.loc[~bad].reset_index(drop=True) if bad.any() else frame
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "a blank cell"
+    return repr(value if isinstance(value, str) else value)[:80]
 
 
 # ----------------------------------------------------------------------------------------------- files
@@ -256,13 +476,16 @@ def load_image(path: PathLike):
     """Decode one image file to a PIL image: PNG/JPG via PIL, DICOM (``.dcm``) via pydicom.
 
     DICOM pixels are min-max scaled to 8 bits and MONOCHROME1 images inverted, so every format comes back as
-    an ``"L"`` (or the file's own PIL mode) image with bright bone.
+    an ``"L"`` (or the file's own PIL mode) image with bright bone. PNG/JPG go through the processor's
+    :func:`load_image_file`, so a truncated file raises ValueError naming it instead of decoding black.
     """
     from PIL import Image
 
+    from ..processing.image_processing_place import load_image_file
+
     path = require_file(path, "image")
     if path.suffix.lower() != ".dcm":
-        return Image.open(path)
+        return load_image_file(path)
     import pydicom
 
     dicom = pydicom.dcmread(path)
@@ -299,9 +522,12 @@ def join_sections(sections: Mapping[str, Any], order: Sequence[str]) -> str:
 
 
 def _clean_text(value: Any) -> str:
+    """Collapsed white space, valid Unicode (a JSON ``\\ud800`` escape gives a lone surrogate Arrow refuses)."""
+    from ..processing.report_place import to_valid_unicode
+
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return ""
-    return " ".join(str(value).split())
+    return " ".join(to_valid_unicode(str(value)).split())
 
 
 def report_columns(reports: Sequence[str | None], sections: Sequence[str]) -> dict[str, list[str]]:
@@ -350,13 +576,17 @@ def _feature_for(column: str, series: pd.Series):
     return Value("string")
 
 
-def to_dataset_dict(frame: pd.DataFrame, label_names: Sequence[str] | None = None):
+def to_dataset_dict(
+    frame: pd.DataFrame, label_names: Sequence[str] | None = None, bad_rows: BadRows | None = None, source: str = ""
+):
     """Turn a reader's table into a ``DatasetDict`` keyed by split, with explicit features.
 
     Args:
         frame: One row per image, with a ``split`` column in ``train``/``validation``/``test``.
         label_names: When given, the integer ``label`` column becomes a ``ClassLabel`` with these names, so
             the class names travel with the data.
+        bad_rows: The reader's bad-row record: logged once here and attached as ``.bad_rows``.
+        source: What was read (for the log line).
     """
     from datasets import ClassLabel, Dataset, DatasetDict, Features
 
@@ -373,7 +603,10 @@ def to_dataset_dict(frame: pd.DataFrame, label_names: Sequence[str] | None = Non
             splits[split] = Dataset.from_dict(records, features=features)
     if not splits:
         raise ValueError("the dataset has no rows after filtering; check the input files and options")
-    return DatasetDict(splits)
+    result = DatasetDict(splits)
+    result.bad_rows = bad_rows if bad_rows is not None else BadRows()
+    result.bad_rows.log(source or "dataset")
+    return result
 
 
 def _column_values(series: pd.Series) -> list:
@@ -387,6 +620,6 @@ def read_json(path: PathLike) -> Any:
     """Load a JSON file, re-raising decode errors as ValueError naming the file."""
     path = require_file(path, "JSON file")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(decode_utf8(path.read_bytes(), path), object_hook=repair_strings)
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: invalid JSON ({error})") from error

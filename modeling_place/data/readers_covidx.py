@@ -16,7 +16,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .readers_common import PathLike, check_images, require_file, to_dataset_dict, two_way_split
+from .readers_common import (
+    BadRows,
+    PathLike,
+    check_images,
+    decode_utf8,
+    require_file,
+    rule_in_set,
+    rule_not_blank,
+    to_dataset_dict,
+    two_way_split,
+    validate_rows,
+)
 
 COVIDX_THREE_CLASSES = ("normal", "pneumonia", "COVID-19")  # MGCA's label order (0, 1, 2)
 COVIDX_BINARY_CLASSES = ("negative", "positive")
@@ -33,20 +44,26 @@ def find_covidx_list(root: Path, stem: str, required: bool) -> Path | None:
     return matches[0] if matches else None
 
 
-def read_covidx_list(path: PathLike) -> pd.DataFrame:
-    """Parse a COVIDx list: ``patient_id filename class [source]`` per line (3 or more fields)."""
+def read_covidx_list(path: PathLike, bad_rows: BadRows | None = None) -> pd.DataFrame:
+    """Parse a COVIDx list: ``patient_id filename class [source]`` per line, ``class`` one of the known names.
+
+    A line with fewer than 3 fields or an unknown class raises :class:`DatasetFormatError` (row = line number;
+    column ``image_id`` for the filename, ``label_name`` for the class), or is skipped and counted with
+    ``bad_rows.skip``.
+    """
     path = require_file(path, "COVIDx split list")
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    rows, numbers = [], []
+    for number, line in enumerate(decode_utf8(path.read_bytes(), path).splitlines(), start=1):
         fields = line.split()
-        if not fields:
-            continue
-        if len(fields) < 3:
-            raise ValueError(f"{path}:{number}: expected 'patient_id filename class [source]', got {line!r}")
-        rows.append({"patient_id": fields[0], "image_id": fields[1], "label_name": fields[2]})
+        if fields:
+            rows.append(dict(zip(("patient_id", "image_id", "label_name"), fields[:3])))
+            numbers.append(number)
     if not rows:
         raise ValueError(f"{path}: no entries")
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows, columns=["patient_id", "image_id", "label_name"])
+    rules = [rule_not_blank("image_id"), rule_in_set("label_name", (*COVIDX_THREE_CLASSES, *COVIDX_BINARY_CLASSES))]
+    frame = validate_rows(frame, rules, path, bad_rows if bad_rows is not None else BadRows(), numbers)
+    return frame
 
 
 def read_covidx(
@@ -58,6 +75,7 @@ def read_covidx(
     validation_fraction: float = 0.2,
     seed: int = 0,
     missing_images: str = "error",
+    skip_bad_rows: bool = False,
 ):
     """Read COVIDx: train/test lists (+ val list when present, else MGCA's 20 % of train with sklearn
     ``train_test_split(random_state=seed)``).
@@ -74,11 +92,11 @@ def read_covidx(
         "test": Path(test_txt) if test_txt else find_covidx_list(root, "test", required=True),
     }
     folders = {"train": "train", "validation": "val", "test": "test"}
-    parts = []
+    parts, bad_rows = [], BadRows(skip_bad_rows)
     for split, path in lists.items():
         if path is None:
             continue
-        part = read_covidx_list(path)
+        part = read_covidx_list(path, bad_rows)
         part["image_path"] = [str(root / folders[split] / name) for name in part["image_id"]]
         part["split"] = split
         parts.append(part)
@@ -90,7 +108,7 @@ def read_covidx(
     frame["COVID-19"] = frame["label_name"].isin(["COVID-19", "positive"]).to_numpy(np.float32)
     frame = check_images(frame, missing_images, root)
     columns = ["image_path", "image_id", "patient_id", "label", "label_name", "COVID-19", "split"]
-    return to_dataset_dict(frame[columns], label_names=class_names)
+    return to_dataset_dict(frame[columns], label_names=class_names, bad_rows=bad_rows, source=str(root))
 
 
 def _class_names(names: pd.Series, source: Path) -> tuple[str, ...]:

@@ -20,6 +20,8 @@ from pathlib import Path
 import pandas as pd
 
 from .readers_common import (
+    BadRows,
+    DatasetFormatError,
     PathLike,
     check_images,
     drop_empty_text,
@@ -27,7 +29,6 @@ from .readers_common import (
     join_sections,
     normalise_split,
     read_json,
-    require_columns,
     require_file,
     three_way_split,
     to_dataset_dict,
@@ -38,13 +39,36 @@ OPENI_PNG_DIRS = ("NLMCXR_png", "images", "png")
 _R2GEN_ITEM_KEYS = ("id", "report", "image_path")
 
 
-def _r2gen_rows(annotation: dict, path: Path, image_root: Path) -> list[dict]:
-    """One row per image of every study in every split of an R2Gen annotation."""
+def r2gen_item_problem(item: object) -> tuple[str, str] | None:
+    """``None`` for a well-formed R2Gen item, else ``(key, problem)``: ``id`` a non-empty string or number,
+    ``report`` a string, ``image_path`` a non-empty list of non-empty path strings."""
+    if not isinstance(item, dict):
+        return "item", f"{item!r:.60} is not a JSON object"
+    for key in _R2GEN_ITEM_KEYS:
+        if key not in item:
+            return key, "the key is missing"
+    if not isinstance(item["id"], (str, int)) or not str(item["id"]).strip():
+        return "id", f"{item['id']!r:.60} is not a non-empty ID"
+    if not isinstance(item["report"], str):
+        return "report", f"{item['report']!r:.60} is not a string"
+    paths = item["image_path"]
+    if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p.strip() for p in paths):
+        return "image_path", f"{paths!r:.60} is not a non-empty list of image paths"
+    return None
+
+
+def _r2gen_rows(annotation: dict, path: Path, image_root: Path, bad_rows: BadRows) -> list[dict]:
+    """One row per image of every well-formed study in every split of an R2Gen annotation."""
     rows = []
     for split_name, items in annotation.items():
         split = normalise_split(split_name, path)
-        require_columns(list(items), _R2GEN_ITEM_KEYS, f"{path} [{split_name!r}]")
-        for item in items:
+        if not isinstance(items, list):
+            raise ValueError(f"{path} [{split_name!r}]: expected a list of items, got {type(items).__name__}")
+        for number, item in enumerate(items, start=1):
+            problem = r2gen_item_problem(item)
+            if problem is not None:
+                bad_rows.reject(DatasetFormatError(f"{path} [{split_name!r}]", number, *problem))
+                continue
             for relative in item["image_path"]:
                 rows.append(
                     {
@@ -65,11 +89,14 @@ def read_r2gen_annotation(
     annotation: PathLike | None = None,
     image_root: PathLike | None = None,
     missing_images: str = "error",
+    skip_bad_rows: bool = False,
 ):
     """Read an R2Gen-style ``annotation.json`` (IU X-Ray or MIMIC-CXR) into one row per image.
 
     ``text`` is the annotation's ``report`` (R2Gen's findings-only, already cleaned). ``study_id`` is the item's
-    ``study_id`` when present (MIMIC) else its ``id``; ``image_id`` is the relative image path.
+    ``study_id`` when present (MIMIC) else its ``id``; ``image_id`` is the relative image path. An item breaking
+    :func:`r2gen_item_problem` raises :class:`DatasetFormatError` (row = item number in its split; with
+    ``skip_bad_rows=True`` it is skipped and counted).
     """
     root = Path(root)
     path = require_file(Path(annotation) if annotation is not None else root / "annotation.json", "R2Gen annotation")
@@ -77,17 +104,19 @@ def read_r2gen_annotation(
     if not isinstance(content, dict) or not content:
         raise ValueError(f"{path}: expected an object keyed by split ('train', 'val', 'test')")
     images = Path(image_root) if image_root is not None else root / "images"
-    frame = pd.DataFrame(_r2gen_rows(content, path, images))
+    bad_rows = BadRows(skip_bad_rows)
+    columns = ["image_path", "image_id", "patient_id", "study_id", "text", "split"]
+    frame = pd.DataFrame(_r2gen_rows(content, path, images, bad_rows), columns=columns)
     frame = check_images(frame, missing_images, path)
-    return to_dataset_dict(frame[["image_path", "image_id", "patient_id", "study_id", "text", "split"]])
+    return to_dataset_dict(frame[columns], bad_rows=bad_rows, source=str(path))
 
 
 def parse_openi_xml(path: PathLike) -> dict:
     """Study ID, ``findings``/``impression`` (plus other labelled sections) and image IDs of one OpenI XML."""
     try:
         tree = ElementTree.parse(path)
-    except ElementTree.ParseError as error:
-        raise ValueError(f"{path}: invalid OpenI XML ({error})") from error
+    except ElementTree.ParseError as error:  # also undecodable text: the XML parser names the position
+        raise DatasetFormatError(path, error.position[0], "xml", f"invalid OpenI XML ({error})") from error
     sections = {
         element.get("Label", "").strip().lower(): " ".join((element.text or "").split())
         for element in tree.iter("AbstractText")
@@ -108,8 +137,12 @@ def read_openi(
     seed: int = 0,
     drop_empty: bool = True,
     missing_images: str = "error",
+    skip_bad_rows: bool = False,
 ):
     """Read raw OpenI (Indiana) XML reports and PNG images; studies split train/val/test by study.
+
+    An XML file that does not parse raises :class:`DatasetFormatError` (row = its line of the error);
+    ``skip_bad_rows=True`` skips and counts it.
 
     Studies without images are dropped (as R2Gen does); ``text`` joins ``sections`` in order. The split
     (default 7:1:2 as in R2Gen, not R2Gen's exact draw) is two sklearn ``train_test_split`` calls.
@@ -117,8 +150,9 @@ def read_openi(
     root = Path(root)
     xml_dir = find_first_dir([root / name for name in OPENI_XML_DIRS], "OpenI XML report folder")
     png_dir = find_first_dir([root / name for name in OPENI_PNG_DIRS], "OpenI PNG image folder")
-    studies = [parse_openi_xml(path) for path in sorted(xml_dir.glob("*.xml"))]
-    studies = [study for study in studies if study["images"]]
+    bad_rows = BadRows(skip_bad_rows)
+    studies = [_parse_or_skip(path, bad_rows) for path in sorted(xml_dir.glob("*.xml"))]
+    studies = [study for study in studies if study is not None and study["images"]]
     if not studies:
         raise FileNotFoundError(f"no OpenI XML report with images found in {xml_dir.resolve()}")
     train, valid, test = split_fractions
@@ -131,7 +165,15 @@ def read_openi(
     frame = drop_empty_text(pd.DataFrame(rows), drop_empty)
     frame = check_images(frame, missing_images, png_dir)
     columns = ["image_path", "image_id", "study_id", "findings", "impression", "text", "split"]
-    return to_dataset_dict(frame[columns])
+    return to_dataset_dict(frame[columns], bad_rows=bad_rows, source=str(xml_dir))
+
+
+def _parse_or_skip(path: Path, bad_rows: BadRows) -> dict | None:
+    try:
+        return parse_openi_xml(path)
+    except DatasetFormatError as error:
+        bad_rows.reject(error)
+        return None
 
 
 def _openi_row(study: dict, image_id: str, png_dir: Path, sections: Sequence[str], split: str) -> dict:

@@ -21,22 +21,45 @@ import pandas as pd
 
 from .labels_place import CHEXPERT_LABELS
 from .readers_common import (
+    BadRows,
+    DatasetFormatError,
     PathLike,
+    RowRule,
     apply_uncertainty,
     check_images,
+    decode_utf8,
     drop_empty_text,
     find_first_file,
     join_sections,
+    label_rules,
     normalise_split,
+    numeric_columns,
     read_csv_table,
     report_columns,
     require_columns,
+    rule_digits,
+    rule_in_set,
+    rule_not_blank,
+    rule_split,
     strip_prefix_component,
     to_dataset_dict,
+    validate_rows,
 )
 
 MIMIC_CSV_PREFIX = "mimic-cxr-2.0.0-"
 _ID_COLUMNS = ("dicom_id", "subject_id", "study_id")
+_ID_RULES = [rule_not_blank("dicom_id"), rule_digits("subject_id"), rule_digits("study_id")]
+MIMIC_SPLITS = ("train", "validate", "test")
+
+
+def mimic_rules(kind: str) -> list[RowRule]:
+    """Rules of one ``mimic-cxr-2.0.0-{kind}.csv``: IDs present (subject/study numeric); ``split`` in
+    train/validate/test; labels 1.0 / 0.0 / -1.0 / blank. ``ViewPosition`` may be blank (~15.8k rows are)."""
+    if kind == "split":
+        return [*_ID_RULES, rule_in_set("split", MIMIC_SPLITS)]
+    if kind in ("chexpert", "negbio"):
+        return [*_ID_RULES[1:], *label_rules(CHEXPERT_LABELS)]
+    return list(_ID_RULES)
 
 
 def find_mimic_csv(root: PathLike, kind: str) -> Path:
@@ -85,42 +108,63 @@ class MimicReports:
             f"{(root / 'files').resolve()}/pXX/pSUBJECT/sSTUDY.txt (pass reports=False to read labels only)"
         )
 
-    def read_many(self, subject_ids: Sequence[str], study_ids: Sequence[str]) -> list[str | None]:
-        """Report texts in the order given; ``None`` where a study has no report file."""
+    def read_many(
+        self, subject_ids: Sequence[str], study_ids: Sequence[str], bad_rows: BadRows | None = None
+    ) -> list[str | None]:
+        """Report texts in the order given; ``None`` where a study has no report file.
+
+        A file that is not valid UTF-8 raises :class:`DatasetFormatError` naming it (for the zip:
+        ``zip!member``), or with ``bad_rows.skip`` is counted and read as missing.
+        """
+        bad_rows = bad_rows if bad_rows is not None else BadRows()
+        cache: dict[str, str | None] = {}  # several images share a study's report
         if self._zip_names is None:
-            return [self._read_tree(subject, study) for subject, study in zip(subject_ids, study_ids)]
+            return [self._cached(cache, study, lambda s=subject, t=study: self._read_tree(s, t), bad_rows)
+                    for subject, study in zip(subject_ids, study_ids)]
         with zipfile.ZipFile(self.source) as archive:
-            return [self._read_zip(archive, study) for study in study_ids]
+            return [self._cached(cache, study, lambda t=study: self._read_zip(archive, t), bad_rows)
+                    for study in study_ids]
+
+    @staticmethod
+    def _cached(cache: dict[str, str | None], study_id: str, read, bad_rows: BadRows) -> str | None:
+        if study_id not in cache:
+            try:
+                cache[study_id] = read()
+            except DatasetFormatError as error:
+                bad_rows.reject(error)
+                cache[study_id] = None
+        return cache[study_id]
 
     def _read_zip(self, archive: zipfile.ZipFile, study_id: str) -> str | None:
         name = self._zip_names.get(f"s{study_id}.txt")
-        return archive.read(name).decode("utf-8") if name else None
+        return decode_utf8(archive.read(name), f"{self.source}!{name}") if name else None
 
     def _read_tree(self, subject_id: str, study_id: str) -> str | None:
         path = self.source / f"p{subject_id[:2]}" / f"p{subject_id}" / f"s{study_id}.txt"
-        return path.read_text(encoding="utf-8") if path.is_file() else None
+        return decode_utf8(path.read_bytes(), path) if path.is_file() else None
 
 
-def _read_id_table(path: Path, required: Sequence[str]) -> pd.DataFrame:
+def _read_id_table(path: Path, required: Sequence[str], rules: Sequence[RowRule], bad_rows: BadRows) -> pd.DataFrame:
     frame = read_csv_table(path, string_columns=[c for c in _ID_COLUMNS if c in required])
     require_columns(frame, required, path)
-    return frame
+    return validate_rows(frame, rules, path, bad_rows)
 
 
-def _mimic_frame(root: Path, views: Sequence[str] | None, label_source: str) -> pd.DataFrame:
+def _mimic_frame(root: Path, views: Sequence[str] | None, label_source: str, bad_rows: BadRows) -> pd.DataFrame:
     """Per-image table: metadata (view-filtered) + official split + study-level labels."""
     metadata_path = find_mimic_csv(root, "metadata")
-    metadata = _read_id_table(metadata_path, [*_ID_COLUMNS, "ViewPosition"])
+    metadata = _read_id_table(metadata_path, [*_ID_COLUMNS, "ViewPosition"], mimic_rules("metadata"), bad_rows)
     if views is not None:
         metadata = metadata.loc[metadata["ViewPosition"].isin(list(views))]
     split_path = find_mimic_csv(root, "split")
-    splits = _read_id_table(split_path, [*_ID_COLUMNS, "split"])
+    splits = _read_id_table(split_path, [*_ID_COLUMNS, "split"], mimic_rules("split"), bad_rows)
     frame = metadata[[*_ID_COLUMNS, "ViewPosition"]].merge(
         splits[[*_ID_COLUMNS, "split"]], on=list(_ID_COLUMNS), how="inner"
     )
     frame["split"] = [normalise_split(s, split_path) for s in frame["split"]]
     labels_path = find_mimic_csv(root, label_source)
-    labels = _read_id_table(labels_path, ["subject_id", "study_id", *CHEXPERT_LABELS])
+    labels = _read_id_table(labels_path, ["subject_id", "study_id", *CHEXPERT_LABELS], mimic_rules(label_source), bad_rows)
+    labels = numeric_columns(labels, CHEXPERT_LABELS)
     # Left join: a study absent from the label file gets blank (= unmentioned) labels.
     return frame.merge(labels, on=["subject_id", "study_id"], how="left")
 
@@ -135,6 +179,7 @@ def read_mimic_cxr(
     sections: Sequence[str] = ("findings", "impression"),
     drop_empty: bool = True,
     missing_images: str = "error",
+    skip_bad_rows: bool = False,
 ):
     """Read MIMIC-CXR-JPG (images, metadata, official split, CheXpert/NegBio labels) with report text.
 
@@ -146,8 +191,11 @@ def read_mimic_cxr(
         label_source: ``"chexpert"`` or ``"negbio"`` label table.
         uncertainty: Policy for -1 labels (see :func:`readers_common.apply_uncertainty`).
         sections: Report sections joined into ``text``.
-        drop_empty: Drop images whose report has none of ``sections`` (as MGCA does).
+        drop_empty: Drop images whose report has none of ``sections`` (as MGCA does); a report whose section
+            headers are all empty has no text.
         missing_images: ``"error"``, ``"drop"`` or ``"ignore"``.
+        skip_bad_rows: Skip (and count) table rows breaking :func:`mimic_rules` and report files that are not
+            UTF-8, instead of raising :class:`DatasetFormatError`.
 
     Returns:
         ``DatasetDict`` (train/validation/test = official train/validate/test) with ``image_path``, ``image_id``
@@ -157,7 +205,8 @@ def read_mimic_cxr(
     if label_source not in ("chexpert", "negbio"):
         raise ValueError(f"label_source must be 'chexpert' or 'negbio', got {label_source!r}")
     root = Path(root)
-    frame = _mimic_frame(root, views, label_source)
+    bad_rows = BadRows(skip_bad_rows)
+    frame = _mimic_frame(root, views, label_source, bad_rows)
     frame = apply_uncertainty(frame, CHEXPERT_LABELS, uncertainty)
     frame["image_path"] = [
         mimic_image_path(root / "files", *ids) for ids in frame[["subject_id", "study_id", "dicom_id"]].to_numpy()
@@ -166,27 +215,28 @@ def read_mimic_cxr(
     frame["patient_id"] = frame["subject_id"]
     if reports is not False:
         source = MimicReports.locate(root, None if reports in (None, True) else reports)
-        texts = source.read_many(frame["subject_id"].tolist(), frame["study_id"].tolist())
+        texts = source.read_many(frame["subject_id"].tolist(), frame["study_id"].tolist(), bad_rows)
         for column, values in report_columns(texts, sections).items():
             frame[column] = values
         frame = drop_empty_text(frame, drop_empty)
     frame = check_images(frame, missing_images, root / "files")
     leading = ["image_path", "image_id", "patient_id", "subject_id", "study_id", "view"]
     text = [c for c in ("findings", "impression", "text") if c in frame.columns]
-    return to_dataset_dict(frame[[*leading, *text, *CHEXPERT_LABELS, "split"]])
+    return to_dataset_dict(frame[[*leading, *text, *CHEXPERT_LABELS, "split"]], bad_rows=bad_rows, source=str(root))
 
 
 _MASTER_COLUMNS = ("Path", "dicom_id", "subject_id", "study_id", "ViewPosition", "impression", "findings", "split")
 
 
-def _join_companion_labels(frame: pd.DataFrame, root: Path, uncertainty) -> pd.DataFrame:
+def _join_companion_labels(frame: pd.DataFrame, root: Path, uncertainty, bad_rows: BadRows) -> pd.DataFrame:
     """Merge the 14 labels of MGCA's companion ``train.csv``/``test.csv`` (keyed by ``Path``) into ``frame``."""
     tables = []
     for name in ("train.csv", "test.csv"):
         path = find_first_file([root / name], "MGCA companion label table")
         table = read_csv_table(path, string_columns=["Path"])
         require_columns(table, ["Path", *CHEXPERT_LABELS], path)
-        tables.append(table[["Path", *CHEXPERT_LABELS]])
+        table = validate_rows(table, [rule_not_blank("Path"), *label_rules(CHEXPERT_LABELS)], path, bad_rows)
+        tables.append(numeric_columns(table[["Path", *CHEXPERT_LABELS]], CHEXPERT_LABELS))
     labels = pd.concat(tables).drop_duplicates("Path")
     merged = frame.merge(labels, on="Path", how="left")
     return apply_uncertainty(merged, CHEXPERT_LABELS, uncertainty)
@@ -201,20 +251,24 @@ def read_mgca_master(
     uncertainty: str | Mapping[str, float] = "zeros",
     drop_empty: bool = True,
     missing_images: str = "error",
+    skip_bad_rows: bool = False,
 ):
     """Read MGCA's derived ``master.csv`` (written into the MIMIC-CXR-JPG root by MGCA's preprocessing).
 
     ``Path`` (``2.0.0/files/pXX/...jpg``) is resolved under ``root`` after dropping its first component;
     ``split`` ``train``/``valid`` becomes ``train``/``validation``. ``text`` joins ``sections`` in MGCA's order
     (impression, then findings). ``with_labels`` adds the 14 labels from MGCA's companion
-    ``train.csv``/``test.csv``.
+    ``train.csv``/``test.csv``. Rows with a blank ``Path``/``dicom_id`` or an unknown ``split``, and label cells
+    outside 1.0 / 0.0 / -1.0 / blank, raise :class:`DatasetFormatError` (``skip_bad_rows=True``: skipped, counted).
     """
     root = Path(root)
     path = find_first_file([root / csv], "MGCA master table")
     frame = read_csv_table(path, string_columns=["Path", "dicom_id", "subject_id", "study_id"])
     require_columns(frame, _MASTER_COLUMNS, path)
+    bad_rows = BadRows(skip_bad_rows)
+    frame = validate_rows(frame, [rule_not_blank("Path"), rule_not_blank("dicom_id"), rule_split()], path, bad_rows)
     if with_labels:
-        frame = _join_companion_labels(frame, root, uncertainty)
+        frame = _join_companion_labels(frame, root, uncertainty, bad_rows)
     frame["image_path"] = [str(root / strip_prefix_component(p)) for p in frame["Path"]]
     frame["split"] = [normalise_split(s, path) for s in frame["split"]]
     frame["study_id"] = frame["study_id"].str.removeprefix("s")
@@ -226,4 +280,4 @@ def read_mgca_master(
     frame = check_images(drop_empty_text(frame, drop_empty), missing_images, path)
     labels = list(CHEXPERT_LABELS) if with_labels else []
     columns = ["image_path", "image_id", "patient_id", "subject_id", "study_id", "view", "findings", "impression"]
-    return to_dataset_dict(frame[[*columns, "text", *labels, "split"]])
+    return to_dataset_dict(frame[[*columns, "text", *labels, "split"]], bad_rows=bad_rows, source=str(path))

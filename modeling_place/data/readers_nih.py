@@ -17,19 +17,62 @@ import pandas as pd
 
 from .labels_place import NIH_LABELS, canonical_label
 from .readers_common import (
+    BadRows,
     PathLike,
+    RowRule,
     check_images,
     find_first_file,
     normalise_split,
+    numeric,
     read_csv_table,
     require_columns,
     require_file,
+    rule_in_set,
+    rule_not_blank,
+    rule_number,
+    rule_per_value,
     to_dataset_dict,
+    validate_rows,
 )
 
 NIH_ENTRY_CSVS = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
 NIH_OFFICIAL_LISTS = {"train": "train_val_list.txt", "test": "test_list.txt"}
 _ENTRY_COLUMNS = ("Image Index", "Finding Labels", "Patient ID", "View Position")
+NIH_NATIVE_NAMES = (*NIH_LABELS, "No Finding")
+NIH_BOX_IMAGE_SIZE = 1024  # BBox_List_2017.csv boxes are in pixels of the 1024 x 1024 PNGs
+
+
+def _finding_problem(value: object) -> str | None:
+    names = str(value).split("|") if isinstance(value, str) and value.strip() else [""]
+    unknown = [name for name in names if name not in NIH_NATIVE_NAMES]
+    return f"unknown finding label(s) {unknown} in {value!r}; expected |-separated {list(NIH_NATIVE_NAMES)}" \
+        if unknown else None
+
+
+def nih_entry_rules() -> list[RowRule]:
+    """``Data_Entry_2017*.csv`` rules: an image name, ``Finding Labels`` made of the 14 NIH names or
+    ``No Finding``, ``View Position`` PA or AP. (Ages are not checked: the 2017 file has ages above 400.)"""
+    return [
+        rule_not_blank("Image Index"),
+        rule_per_value("Finding Labels", "|-separated NIH labels", _finding_problem),
+        rule_in_set("View Position", ("PA", "AP")),
+    ]
+
+
+def nih_box_rules() -> list[RowRule]:
+    """``BBox_List_2017.csv`` rules: x, y >= 0, w, h > 0 and the box inside the 1024 x 1024 image."""
+    def past_edge(start: str, extent: str) -> RowRule:
+        return RowRule(extent, f"such that {start} + {extent} <= {NIH_BOX_IMAGE_SIZE} (box inside the image)",
+                       lambda f: numeric(f[start]) + numeric(f[extent]) > NIH_BOX_IMAGE_SIZE)
+
+    size = NIH_BOX_IMAGE_SIZE
+    return [
+        rule_not_blank("Image Index"),
+        rule_not_blank("Finding Label"),
+        rule_number("x", 0, size), rule_number("y", 0, size),
+        rule_number("w", 1e-6, size), rule_number("h", 1e-6, size),
+        past_edge("x", "w"), past_edge("y", "h"),
+    ]
 
 
 def read_id_list(path: PathLike) -> list[str]:
@@ -61,13 +104,15 @@ def nih_label_matrix(findings: pd.Series, label_space: str) -> pd.DataFrame:
     return matrix.T.groupby([canonical_label(n, "nih") for n in native], sort=False).max().T
 
 
-def _read_boxes(path: Path, label_space: str) -> pd.DataFrame:
+def _read_boxes(path: Path, label_space: str, bad_rows: BadRows) -> pd.DataFrame:
     """Boxes per image from ``BBox_List_2017.csv`` (its ``Bbox [x,y,w,h]`` header splits into 4 columns)."""
-    boxes = read_csv_table(path)
+    boxes = read_csv_table(path, dtype=str, keep_default_na=False)
     require_columns(boxes, ["Image Index", "Finding Label"], path)
     if boxes.shape[1] < 6:
         raise ValueError(f"{path}: expected 4 box columns (x, y, w, h) after 'Finding Label'")
-    x, y, w, h = (boxes.iloc[:, i].astype(np.float32) for i in range(2, 6))
+    boxes = boxes.iloc[:, :6].set_axis(["Image Index", "Finding Label", "x", "y", "w", "h"], axis=1)
+    boxes = validate_rows(boxes, nih_box_rules(), path, bad_rows)
+    x, y, w, h = (numeric(boxes[c]).astype(np.float32) for c in ("x", "y", "w", "h"))
     boxes = boxes.assign(box=np.stack([x, y, x + w, y + h], axis=1).tolist())
     if label_space == "canonical":
         boxes["Finding Label"] = [canonical_label(label, "nih") for label in boxes["Finding Label"]]
@@ -92,6 +137,7 @@ def read_nih_chestxray14(
     split_lists: Mapping[str, PathLike] | None = None,
     with_boxes: bool = True,
     missing_images: str = "error",
+    skip_bad_rows: bool = False,
 ):
     """Read NIH ChestX-ray14 with the official (or MRM) split lists and optional boxes.
 
@@ -105,18 +151,22 @@ def read_nih_chestxray14(
             list are left out.
         with_boxes: Add ``boxes``/``box_labels`` from ``BBox_List_2017.csv`` when the file exists.
         missing_images: ``"error"``, ``"drop"`` or ``"ignore"``.
+        skip_bad_rows: Skip (and count) rows breaking :func:`nih_entry_rules` / :func:`nih_box_rules` instead of
+            raising :class:`DatasetFormatError`.
     """
     root = Path(root)
     entry_path = find_first_file([root / name for name in NIH_ENTRY_CSVS], "NIH Data_Entry CSV")
     frame = read_csv_table(entry_path, string_columns=["Image Index", "Patient ID"])
     require_columns(frame, _ENTRY_COLUMNS, entry_path)
+    bad_rows = BadRows(skip_bad_rows)
+    frame = validate_rows(frame, nih_entry_rules(), entry_path, bad_rows)
     frame = _assign_splits(frame, root, split_lists or NIH_OFFICIAL_LISTS)
     labels = nih_label_matrix(frame["Finding Labels"], label_space)
     frame = pd.concat([frame, labels], axis=1)
     extra: list[str] = []
     box_path = root / "BBox_List_2017.csv"
     if with_boxes and box_path.is_file():
-        boxes = _read_boxes(box_path, label_space)
+        boxes = _read_boxes(box_path, label_space, bad_rows)
         frame["boxes"] = [boxes["boxes"].get(name, []) for name in frame["Image Index"]]
         frame["box_labels"] = [boxes["box_labels"].get(name, []) for name in frame["Image Index"]]
         extra = ["boxes", "box_labels"]
@@ -125,5 +175,6 @@ def read_nih_chestxray14(
     frame = frame.rename(columns={"Image Index": "image_id", "Patient ID": "patient_id", "View Position": "view"})
     frame = check_images(frame, missing_images, entry_path)
     label_columns = list(labels.columns)
-    return to_dataset_dict(frame[["image_path", "image_id", "patient_id", "view", *label_columns, *extra, "split"]])
+    columns = ["image_path", "image_id", "patient_id", "view", *label_columns, *extra, "split"]
+    return to_dataset_dict(frame[columns], bad_rows=bad_rows, source=str(entry_path))
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .readers_chexpert import read_chexpert, read_chexpert_5x200, sample_chexpert_5x200
-from .readers_common import load_image, require_columns, with_lazy_images
+from .readers_common import BadRows, DatasetFormatError, load_image, require_columns, with_lazy_images
 from .readers_covidx import read_covidx
 from .readers_generic import detect_separator, read_table_dataset
 from .readers_iu_xray import parse_openi_xml, read_iu_xray, read_openi, read_r2gen_annotation
@@ -96,6 +96,8 @@ def load_dataset_by_name(name: str, root: str | Path, *, split: str | None = Non
 
 __all__ = [
     "READERS",
+    "BadRows",
+    "DatasetFormatError",
     "MimicReports",
     "aggregate_rsna_boxes",
     "decode_siim_mask",

@@ -20,14 +20,18 @@ import numpy as np
 import pandas as pd
 
 from .readers_common import (
+    BadRows,
     PathLike,
     check_images,
     find_first_dir,
     find_first_file,
     read_csv_table,
     require_columns,
+    rule_not_blank,
+    rule_per_value,
     three_way_split,
     to_dataset_dict,
+    validate_rows,
 )
 
 SIIM_CSV_NAMES = ("train-rle.csv", "stage_2_train.csv")
@@ -52,6 +56,23 @@ def _rle_runs(rle: str, n_pixels: int) -> tuple[np.ndarray, np.ndarray]:
     if ends.size and ends[-1] > n_pixels:
         raise ValueError(f"RLE {rle[:40]!r} runs past the {n_pixels} pixels of the image")
     return starts, ends
+
+
+def rle_problem(rle: object, height: int = SIIM_IMAGE_SIZE, width: int = SIIM_IMAGE_SIZE) -> str | None:
+    """``None`` if ``rle`` is ``-1`` or a well-formed relative RLE inside a ``height x width`` image, else what is
+    wrong (quoting the value): the read-time check, so a bad mask never waits until decoding to fail."""
+    text = rle.strip() if isinstance(rle, str) else ""
+    if text == EMPTY_RLE:
+        return None
+    if not text:
+        return f"{rle!r} is not an RLE (an empty mask is written -1)"
+    try:
+        starts, ends = _rle_runs(text, height * width)
+    except ValueError as error:
+        return str(error)
+    if not starts.size or (ends == starts).any():
+        return f"RLE {text[:40]!r} has a run of length 0"
+    return None
 
 
 def rle_decode(rle: str, height: int, width: int) -> np.ndarray:
@@ -92,11 +113,14 @@ def decode_siim_mask(rles: Sequence[str], height: int = SIIM_IMAGE_SIZE, width: 
     return mask
 
 
-def read_siim_rle_table(path: PathLike) -> pd.DataFrame:
-    """The RLE CSV with header and values stripped (``" EncodedPixels"`` -> ``EncodedPixels``, ``" -1"`` -> ``-1``)."""
+def read_siim_rle_table(path: PathLike, bad_rows: BadRows | None = None) -> pd.DataFrame:
+    """The RLE CSV with header and values stripped (``" EncodedPixels"`` -> ``EncodedPixels``, ``" -1"`` -> ``-1``),
+    every row checked: an ``ImageId``, and ``EncodedPixels`` ``-1`` or a well-formed RLE inside 1024 x 1024."""
     frame = read_csv_table(path, dtype=str, keep_default_na=False)
     require_columns(frame, ["ImageId", "EncodedPixels"], path)
-    return frame.assign(ImageId=frame["ImageId"].str.strip(), EncodedPixels=frame["EncodedPixels"].str.strip())
+    frame = frame.assign(ImageId=frame["ImageId"].str.strip(), EncodedPixels=frame["EncodedPixels"].str.strip())
+    rules = [rule_not_blank("ImageId"), rule_per_value("EncodedPixels", "-1 or an RLE inside 1024 x 1024", rle_problem)]
+    return validate_rows(frame, rules, path, bad_rows if bad_rows is not None else BadRows())
 
 
 def group_siim_masks(rows: pd.DataFrame) -> pd.DataFrame:
@@ -125,6 +149,7 @@ def read_siim_pneumothorax(
     balance_train_negatives: bool = False,
     seed: int = 0,
     missing_images: str = "error",
+    skip_bad_rows: bool = False,
 ):
     """Read SIIM-ACR Pneumothorax: one row per image with the union-able RLE rows and a binary label.
 
@@ -138,6 +163,8 @@ def read_siim_pneumothorax(
         balance_train_negatives: Down-sample training negatives to the number of positive training images.
         seed: Split / sampling seed.
         missing_images: ``"error"``, ``"drop"`` or ``"ignore"``.
+        skip_bad_rows: Skip (and count) rows with a blank ``ImageId`` or an invalid RLE (:func:`rle_problem`)
+            instead of raising :class:`DatasetFormatError` naming the file, row and column.
 
     Returns:
         ``DatasetDict`` with ``image_path``, ``image_id``, ``mask_rle`` (list of RLE strings; decode with
@@ -145,7 +172,8 @@ def read_siim_pneumothorax(
     """
     root = Path(root)
     csv_path = Path(csv) if csv is not None else find_first_file([root / n for n in SIIM_CSV_NAMES], "SIIM RLE CSV")
-    frame = group_siim_masks(read_siim_rle_table(csv_path))
+    bad_rows = BadRows(skip_bad_rows)
+    frame = group_siim_masks(read_siim_rle_table(csv_path, bad_rows))
     folder = Path(image_dir) if image_dir is not None else find_first_dir(
         [root / name for name in SIIM_IMAGE_DIRS], "SIIM image folder"
     )
@@ -155,7 +183,8 @@ def read_siim_pneumothorax(
     frame["split"] = _siim_splits(len(frame), split_scheme, seed)
     if balance_train_negatives:
         frame = _balance_negatives(frame, seed)
-    return to_dataset_dict(frame[["image_path", "image_id", "mask_rle", "Pneumothorax", "split"]])
+    columns = ["image_path", "image_id", "mask_rle", "Pneumothorax", "split"]
+    return to_dataset_dict(frame[columns], bad_rows=bad_rows, source=str(csv_path))
 
 
 def _siim_splits(n_images: int, scheme: str, seed: int) -> np.ndarray:

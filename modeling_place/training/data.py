@@ -6,7 +6,6 @@ every batch keeps its size: the contrastive all-gather needs equal batches on ev
 
 from __future__ import annotations
 
-import io
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ import PIL.Image
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from modeling_place.processing.image_processing_place import PlaceImageProcessor, load_image_file
+from modeling_place.processing.image_processing_place import PlaceImageProcessor, decode_image_bytes, load_image_file
 from modeling_place.processing.processing_place import PlaceProcessor
 from modeling_place.processing.tokenization_place import load_tokenizer, train_wordpiece_tokenizer
 
@@ -42,6 +41,7 @@ class PairSplits:
     validation: Any
     image_column: str
     text_column: str
+    skipped_rows: int = 0  # table rows a reader skipped as malformed (data_options skip_bad_rows=True)
 
 
 def load_pair_splits(config: TrainConfig) -> PairSplits:
@@ -65,13 +65,15 @@ def load_pair_splits(config: TrainConfig) -> PairSplits:
         if "train" not in splits:
             raise ValueError(f"dataset {config.dataset!r} at {config.data_root} has no 'train' split: {list(splits)}")
         train, validation, image_column, text_column = splits["train"], splits.get("validation"), "image_path", "text"
+        bad_rows = getattr(splits, "bad_rows", None)
+        skipped_rows = bad_rows.summary()["skipped"] if bad_rows is not None else 0
     for name, table in (("train", train), ("validation", validation)):
         if table is not None:
             _require_columns(table, (image_column, text_column), f"{config.dataset} {name} split")
     if validation is not None:  # validation_pairs=0 switches validation off
         count = min(len(validation), config.validation_pairs)
         validation = validation.select(range(count)) if count else None
-    return PairSplits(train, validation, image_column, text_column)
+    return PairSplits(train, validation, image_column, text_column, skipped_rows if config.dataset != "synthetic" else 0)
 
 
 def _require_columns(table: Any, columns: tuple[str, ...], where: str) -> None:
@@ -84,12 +86,7 @@ def decode_image(value: Any) -> Any:
     """A path, an `Image(decode=False)` dict or an image object → a fully decoded image (raises ValueError)."""
     if isinstance(value, dict):
         if value.get("bytes") is not None:
-            try:
-                with PIL.Image.open(io.BytesIO(value["bytes"])) as image:
-                    image.load()
-                    return image.copy()
-            except Exception as error:
-                raise ValueError(f"cannot decode image bytes ({value.get('path')}): {error}") from error
+            return decode_image_bytes(value["bytes"], value.get("path"))
         value = value.get("path")
     if isinstance(value, str):
         return load_image_file(value)

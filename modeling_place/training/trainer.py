@@ -103,6 +103,7 @@ class PlaceTrainer:
 
     def __init__(self, config: TrainConfig, model: PlaceModel, processor: PlaceProcessor, splits: PairSplits) -> None:
         self.config, self.processor = config, processor
+        self.skipped_rows = splits.skipped_rows
         self.run_dir = Path(config.run_dir)
         self.accelerator = self._make_accelerator(model)
         set_seed(config.seed)
@@ -346,6 +347,7 @@ class PlaceTrainer:
             "seconds": seconds,
             "samples_per_s": (self.progress.step - start_step) * global_batch / max(seconds, 1e-9),
             "skipped_samples": self.progress.skipped,
+            "skipped_rows": self.skipped_rows,
             "samples": self.progress.samples,
             "initial_validation": initial,
             "final_validation": final,
