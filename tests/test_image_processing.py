@@ -331,3 +331,27 @@ def test_ambiguous_array_shapes_are_refused_with_the_layouts():
     assert _pixels(processor, rgb).shape == (1, 3, 224, 224)
     with pytest.raises(ValueError, match="accepted layouts"):
         processor(np.zeros((2, 64, 64, 7), dtype=np.uint8))  # no channel axis in a 4-D batch
+
+
+@pytest.mark.parametrize("name", REAL_NAMES)
+def test_real_radiograph_through_the_readers_and_the_model(tmp_path, name):
+    """The readers' `load_image` decodes the real PNG, a JPEG and a DICOM (with a VOI LUT) as the processor does,
+    and a PLACE model embeds the result (finite, normalised)."""
+    from modeling_place import PlaceConfig, PlaceModel
+    from modeling_place.data.readers_common import load_image
+    from tests.helpers import micro_config
+
+    pixels = _real(name)
+    PIL.Image.fromarray(pixels).save(tmp_path / "q95.jpg", quality=95)
+    _write_dicom(tmp_path / "lut.dcm", pixels, bits=8, VOILUTSequence=[_voi_lut_item(256, 0)])
+    processor = PlaceImageProcessor(do_normalize=False)
+    for path, tolerance in ((REAL_CXR / name, LOSSLESS_ATOL), (tmp_path / "q95.jpg", JPEG_ATOL), (tmp_path / "lut.dcm", 1 / 255)):
+        torch.testing.assert_close(_pixels(processor, load_image(path)), _pixels(processor, str(path)),
+                                   atol=tolerance, rtol=0, msg=str(path))
+    config = PlaceConfig(**micro_config())
+    model = PlaceModel(config).eval()
+    batch = PlaceImageProcessor(size={"height": 36, "width": 36}, crop_size={"height": 32, "width": 32})(
+        [load_image(REAL_CXR / name)], return_tensors="pt")
+    with torch.no_grad():
+        embeds = model.get_image_features(batch["pixel_values"]).pooler_output
+    assert torch.isfinite(embeds).all() and torch.allclose(embeds.norm(dim=-1), torch.ones(1))

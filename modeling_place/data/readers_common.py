@@ -473,28 +473,17 @@ def check_images(frame: pd.DataFrame, policy: str, source: PathLike) -> pd.DataF
 
 
 def load_image(path: PathLike):
-    """Decode one image file to a PIL image: PNG/JPG via PIL, DICOM (``.dcm``) via pydicom.
-
-    DICOM pixels are min-max scaled to 8 bits and MONOCHROME1 images inverted, so every format comes back as
-    an ``"L"`` (or the file's own PIL mode) image with bright bone. PNG/JPG go through the processor's
-    :func:`load_image_file`, so a truncated file raises ValueError naming it instead of decoding black.
-    """
+    """Decode one image file to a PIL image through the processor's decoder (`load_image_file`): PNG / JPEG of
+    any bit depth, a truncated file refused naming it; DICOM with its modality and VOI LUTs applied, min-max
+    scaled and MONOCHROME1 inverted (bright bone), returned as an 8-bit ``"L"`` image."""
     from PIL import Image
 
     from ..processing.image_processing_place import load_image_file
 
-    path = require_file(path, "image")
-    if path.suffix.lower() != ".dcm":
-        return load_image_file(path)
-    import pydicom
-
-    dicom = pydicom.dcmread(path)
-    pixels = dicom.pixel_array.astype(np.float32)
-    low, high = float(pixels.min()), float(pixels.max())
-    scaled = (pixels - low) / (high - low) if high > low else np.zeros_like(pixels)
-    if getattr(dicom, "PhotometricInterpretation", "") == "MONOCHROME1":
-        scaled = 1.0 - scaled
-    return Image.fromarray(np.round(scaled * 255).astype(np.uint8), mode="L")
+    image = load_image_file(require_file(path, "image"))
+    if isinstance(image, np.ndarray):  # DICOM: float32 in [0, 1]
+        return Image.fromarray(np.round(image * 255).astype(np.uint8), mode="L")
+    return image
 
 
 def with_lazy_images(dataset, column: str = "image"):
