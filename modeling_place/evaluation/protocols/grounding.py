@@ -105,8 +105,21 @@ def run(settings: argparse.Namespace) -> dict:
                 "miou_thresholds": list(SWEEP_THRESHOLDS), "aggregation": "per-finding mean, then mean over findings"}
     payload = {"task": "grounding", "protocol": protocol, "rows": rows_out, "summary": summarise(rows_out),
                "seconds": clock.seconds}
-    write_json(settings.output_json or Path(settings.output_dir) / "grounding.json", payload)
+    path = write_json(settings.output_json or Path(settings.output_dir) / "grounding.json", payload)
+    path.with_suffix(".md").write_text(markdown_table(payload["summary"]))
+    print(markdown_table(payload["summary"]))
     return payload
+
+
+def markdown_table(summary: list[dict]) -> str:
+    """The summary as a markdown table: mean ± std over seeds (n) per encoder and readout."""
+    lines = ["| encoder | readout | n | CNR | signed CNR | mIoU sweep | pointing | pixel AUROC |", "|---|---|---|---|---|---|---|---|"]
+    for group in summary:
+        readout = group["readout"] + (f" ({group['prior']})" if group.get("prior") else "")
+        cells = [f"{group[m]:.3f} ± {group[m + '_std']:.3f}" if group["seeds"] > 1 else f"{group[m]:.3f}"
+                 for m in ("cnr", "cnr_signed", "miou_sweep", "pointing", "pixel_auroc")]
+        lines.append(f"| {group['encoder']} | {readout} | {group['seeds']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def parser() -> argparse.ArgumentParser:
