@@ -103,7 +103,8 @@ def smooth_grid(grids: np.ndarray, sigma: float = SMOOTHING_SIGMA) -> np.ndarray
     """Gaussian smoothing of `(N, g, g)` patch-grid maps, `sigma` in patches (BioViL's post-processing)."""
     from scipy.ndimage import gaussian_filter
 
-    return gaussian_filter(np.asarray(grids, dtype=np.float64), sigma=(0, sigma, sigma), mode="nearest")
+    # scipy's default boundary ("reflect"), as BioViL's own smoothing of its similarity maps
+    return gaussian_filter(np.asarray(grids, dtype=np.float64), sigma=(0, sigma, sigma), mode="reflect")
 
 
 def location_prior(masks: np.ndarray, findings: Sequence[str]) -> dict[str, np.ndarray]:
