@@ -3,7 +3,10 @@
 * `modeling_place.evaluation.functional`: the metric implementations (AUROC, accuracy, Dice, mAP, BLEU, ROUGE-L, CIDEr,
   Precision@K, pointing game, mIoU), each reproducing an established implementation.
 * `load_metric(name)`: the same metrics as `evaluate` modules shipped in `modeling_place/evaluation/metrics/<name>/`
-  (the Hub's metric scripts cannot be downloaded offline).
+  (the Hub's metric scripts cannot be downloaded offline). Each module is self-contained: it imports only the
+  pip-installable libraries in its `requirements.txt` (never this package) and calls scikit-learn, pycocotools,
+  sacrebleu, rouge-score or pycocoevalcap where they implement the metric, so a copied folder loads with
+  `evaluate.load(folder)` anywhere.
 * `modeling_place.evaluation.tasks`: zero-shot classification, image-to-text retrieval and grounding with a `PlaceModel`.
 * `modeling_place.processing.postprocessing_place`: post-processing inherited by `PlaceImageProcessor`, with the
   post-processing methods the segmentation and detection pipelines call.

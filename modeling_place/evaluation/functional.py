@@ -1,10 +1,11 @@
-"""Metric implementations as plain numpy functions; the `evaluate` modules in `metrics/` wrap them.
+"""Metric functions the package's protocols call; the `evaluate` modules in `metrics/` are self-contained
+(they import no package code, only the libraries named here) and are tested against these functions.
 
 Every function states which established implementation it reproduces (the tests compare against it):
 
 | function | reproduces |
 |---|---|
-| `multilabel_auroc` | `sklearn.metrics.roc_auc_score` per label, macro mean over labels with both classes |
+| `multilabel_auroc` | calls `sklearn.metrics.roc_auc_score` per label, macro mean over labels with both classes |
 | `accuracy` | `sklearn.metrics.accuracy_score` |
 | `dice_per_image` | `sklearn.metrics.f1_score` of each image's flattened masks (`zero_division=1`) |
 | `detection_map` | `pycocotools.cocoeval.COCOeval` (bbox, area "all", 101-point interpolation) |
@@ -34,15 +35,13 @@ _TOKEN = re.compile(r"[a-z0-9]+")
 # Classification
 # ----------------------------------------------------------------------------------------------------------
 def binary_auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve by the rank-sum (Mann-Whitney U) formula; ties get average ranks."""
-    from scipy.stats import rankdata
+    """Area under the ROC curve: scikit-learn's `roc_auc_score` (the `auroc` module calls it too)."""
+    from sklearn.metrics import roc_auc_score
 
     labels = np.asarray(labels).astype(bool)
-    positives, negatives = labels.sum(), (~labels).sum()
-    if positives == 0 or negatives == 0:
+    if labels.all() or not labels.any():
         raise ValueError("AUROC needs at least one positive and one negative example")
-    ranks = rankdata(np.asarray(scores, dtype=np.float64))
-    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+    return float(roc_auc_score(labels, np.asarray(scores, dtype=np.float64)))
 
 
 def multilabel_auroc(
