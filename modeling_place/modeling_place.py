@@ -298,6 +298,15 @@ def sentence_mean_pool(token_states: Tensor, sentence_ids: Tensor, max_sentences
 # ----------------------------------------------------------------------------------------------------------
 # Pretrained model base
 # ----------------------------------------------------------------------------------------------------------
+def _write_card(folder: str | os.PathLike, repo_id: str | None = None, overwrite: bool = False) -> None:
+    """The model card of a saved folder, when the package (which holds the card templates) is installed."""
+    try:  # Hub custom code runs without the package too: then no card is written (and no import is required)
+        from modeling_place.publishing import write_model_card
+    except ImportError:
+        return
+    write_model_card(folder, repo_id=repo_id, overwrite=overwrite)
+
+
 class PlacePreTrainedModel(PreTrainedModel):
     config: PlaceConfig
     config_class = PlaceConfig
@@ -317,6 +326,17 @@ class PlacePreTrainedModel(PreTrainedModel):
             nn.init.constant_(module.logit_scale, math.log(self.config.logit_scale_init))
             if module.mask_token is not None:
                 nn.init.normal_(module.mask_token, std=std)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
+        """`PreTrainedModel.save_pretrained`, then the PLACE model card as README.md (package installed only)."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            _write_card(save_directory)
+
+    def _upload_modified_files(self, working_dir: str | os.PathLike, repo_id: str, *args: Any, **kwargs: Any) -> Any:
+        # `push_to_hub` saves the Hub's (or a generic) card over ours after `save_pretrained`: ours goes back in
+        _write_card(working_dir, repo_id, overwrite=True)
+        return super()._upload_modified_files(working_dir, repo_id, *args, **kwargs)
 
     def _set_gradient_checkpointing(self, enable: bool = True, *args: Any, **kwargs: Any) -> None:
         """Checkpoint the BERT layers (transformers) and the ViT blocks (timm's own flag)."""

@@ -292,6 +292,8 @@ def validate_card_metadata(content: str) -> None:
         raise HubError(400, "The YAML metadata must be a mapping")
     if "license" in metadata and not isinstance(metadata["license"], str):
         raise HubError(400, '"license" must be a string')
+    if metadata.get("license") == "other" and not isinstance(metadata.get("license_name"), str):
+        raise HubError(400, '"license: other" needs a "license_name"')
     for model in metadata.get("model-index") or []:
         for result in model.get("results") or []:
             if not (result.get("task", {}).get("type") and result.get("dataset", {}).get("type")

@@ -34,10 +34,17 @@ from modeling_place import (
     PlaceForSemanticSegmentation,
     PlaceModel,
 )
-from modeling_place.publishing import VARIANTS, complete_auto_map, eval_results_from_file, render_model_card, stage_folder
+from modeling_place.publishing import (
+    CARD_MARKER,
+    VARIANTS,
+    complete_auto_map,
+    eval_results_from_file,
+    render_model_card,
+    stage_folder,
+)
 from modeling_place.processing import PlaceImageProcessor, PlaceProcessor, train_wordpiece_tokenizer
 from tests.helpers import micro_config
-from tests.hub_server import LocalHub, git_blob_oid
+from tests.hub_server import LocalHub, git_blob_oid, validate_card_metadata
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SECRET_TOKEN = "hf_placeTestSecretTokenNeverPrinted"
@@ -250,8 +257,8 @@ def published(tmp_path_factory):
 
 
 def _index(model_index_entry: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """{task type: {metric: value}} of one model-index entry."""
-    return {result["task"]["type"]: {metric["type"]: metric["value"] for metric in result["metrics"]}
+    """{task type: {metric name: value}} of one model-index entry."""
+    return {result["task"]["type"]: {metric["name"]: metric["value"] for metric in result["metrics"]}
             for result in model_index_entry["results"]}
 
 
@@ -297,7 +304,8 @@ def test_card_metadata_and_model_index_from_results(published):
     assert data["pipeline_tag"] == "zero-shot-image-classification" and "chest-x-ray" in data["tags"]
     [entry] = data["model-index"]
     assert _index(entry) == EXPECTED_INDEX
-    assert {result["dataset"]["type"] for result in entry["results"]} == {"place-synthetic-cxr"}
+    assert {result["dataset"]["type"] for result in entry["results"]} == {"place-cxr/place-synthetic-cxr"}
+    assert {result["dataset"]["split"] for result in entry["results"]} == {"test"}
     assert f'repo, revision = "{BASE_REPO}", "{published["oids"][1]}"' in card  # pinned to the files' commit
     assert "Not for clinical use" in card and "Quick mode" in card
 
@@ -384,6 +392,7 @@ def test_card_documents_the_recorded_training(tmp_path):
     (tmp_path / "training_summary.json").write_text(json.dumps({"steps": 7}))
     card = render_model_card(tmp_path, repo_id="me/m")
     assert card.data.datasets == ["mimic-cxr"] and card.data.to_dict().get("model-index") is None
+    assert card.data.license == "other" and card.data.license_name.startswith("physionet-credentialed")
     assert "`mimic-cxr` read by the package's readers" in card.text and "Completed steps: 7" in card.text
     assert "No evaluation results were provided" in card.text
 
@@ -396,9 +405,12 @@ def test_results_of_a_task_script_keep_test_metrics_only(tmp_path):
                "seconds": 12.0}
     (tmp_path / "classification.json").write_text(json.dumps(payload))
     results = eval_results_from_file(tmp_path / "classification.json", "classification")
-    assert [(r.task_type, r.metric_type, r.metric_value) for r in results] == [
-        ("image-classification", "0.01/test_auroc", 0.8), ("image-classification", "1/test_auroc", 0.8)]
-    assert results[0].dataset_type == "place-synthetic-cxr" and results[0].task_name == "classification"
+    assert [(r.task_type, r.metric_type, r.metric_value, r.metric_args) for r in results] == [
+        ("image-classification", "roc_auc", 0.8, {"label_fraction": 0.01}),
+        ("image-classification", "roc_auc", 0.8, {"label_fraction": 1.0})]
+    assert results[0].metric_name == "0.01/test_auroc (1 % of the training labels)"
+    assert results[0].dataset_type == "place-cxr/place-synthetic-cxr" and results[0].task_name == "classification"
+    assert results[0].dataset_split == "test"
 
 
 def test_results_file_formats_and_errors(tmp_path):
@@ -406,8 +418,8 @@ def test_results_file_formats_and_errors(tmp_path):
                            {"dataset": {"name": "rsna", "type": "rsna", "split": "val"}, "metrics": {"dice": 0.5}}]}
     (tmp_path / "entries.json").write_text(json.dumps(entries))
     results = eval_results_from_file(tmp_path / "entries.json", "classification")
-    assert [(r.task_type, r.dataset_name, r.metric_type, r.metric_value) for r in results] == [
-        ("image-classification", "nih", "auroc", 0.8), ("image-classification", "rsna", "dice", 0.5)]
+    assert [(r.task_type, r.dataset_name, r.dataset_split, r.metric_type, r.metric_value) for r in results] == [
+        ("image-classification", "nih", "test", "roc_auc", 0.8), ("image-classification", "rsna", "val", "dice", 0.5)]
     (tmp_path / "empty.json").write_text(json.dumps({"task": "x", "results": {"machine": "cpu", "seconds": 3}}))
     with pytest.raises(ValueError, match="empty.json"):
         eval_results_from_file(tmp_path / "empty.json", "classification")
@@ -482,4 +494,80 @@ def test_card_of_a_repeats_run_reports_the_published_heads_own_numbers(tmp_path)
     path = tmp_path / "detection.json"
     path.write_text(json.dumps({"task": "detection/opacity", "results": {"1": fraction}}))
     results = eval_results_from_file(path, "detection")
-    assert [(r.metric_name, r.metric_value) for r in results] == [("1/test_map", 0.31)]
+    assert [(r.metric_name, r.metric_value) for r in results] == [("1/test_map (100 % of the training labels)", 0.31)]
+
+
+# ------------------------------------------------------------------------------------------------ card metadata
+METRIC_IDS = {"roc_auc", "dice", "map", "bleu", "rouge", "cider", "cnr", "pointing_game", "mean_iou",
+              "precision_at_k", "accuracy", "meteor"}
+# examples/evaluate.py's table: label fractions in the row names, one row per headline number
+SUITE_TABLE = {"classification": {"AUROC 0.01": 0.6, "AUROC 0.01 std": 0.01, "AUROC 1": 0.7},
+               "report_generation": {"bleu_4": 0.2, "rouge_l": 0.4, "cider": 0.5},
+               "detection": {"mAP 0.1": 0.1, "COCO mAP 0.1": 0.05},
+               "grounding": {"place cosine cnr": 0.8, "place cosine pointing": 0.2, "place cosine miou_sweep": 0.1}}
+
+
+@pytest.mark.parametrize("dataset, license_name", [(None, None), ("synthetic", None),
+                                                   ("mimic-cxr", "physionet-credentialed-health-data-license-1.5.0"),
+                                                   ("chexpert", "stanford-university-dataset-research-use-agreement")])
+def test_card_licence_metric_ids_and_metadata_validate(tmp_path, dataset, license_name):
+    from huggingface_hub import ModelCardData
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+    from huggingface_hub.utils import validate_repo_id
+
+    PlaceModel(PlaceConfig(**micro_config())).save_pretrained(tmp_path)
+    if dataset is not None:
+        (tmp_path / "train_config.json").write_text(json.dumps({"dataset": dataset}))
+    (tmp_path / "results.json").write_text(json.dumps({"table": SUITE_TABLE}))
+    card = render_model_card(tmp_path, results_path=tmp_path / "results.json", repo_id="me/m")
+    metadata = yaml.safe_load(str(card).split("---")[1])
+    assert metadata["license"] == ("other" if license_name else "apache-2.0")
+    assert metadata.get("license_name") == license_name
+    assert ("**Data use:**" in card.text) == bool(license_name) and "Apache-2.0" in card.text
+    validate_card_metadata(str(card))  # what the local Hub's /api/validate-yaml checks
+    assert ModelCardData(**metadata).to_dict() == metadata  # huggingface_hub parses and re-renders it unchanged
+    _, results = model_index_to_eval_results(metadata["model-index"])
+    assert {r.metric_type for r in results} <= METRIC_IDS and {r.dataset_split for r in results} == {"test"}
+    assert "std" not in " ".join(r.metric_name for r in results)
+    one_percent = next(r for r in results if r.metric_name.startswith("AUROC 0.01"))
+    assert one_percent.metric_args == {"label_fraction": 0.01} and "1 % of the training labels" in one_percent.metric_name
+    assert next(r for r in results if r.metric_type == "bleu").metric_args == {"max_order": 4}
+    assert {r.metric_type for r in results if r.task_type == "object-detection"} == {"map"}
+    for name in metadata["datasets"] + [r.dataset_type for r in results]:
+        validate_repo_id(name)
+
+
+def test_every_variant_has_a_pipeline_tag_transformers_knows():
+    from transformers.pipelines import SUPPORTED_TASKS
+
+    assert {variant.pipeline_tag for variant in VARIANTS.values()} <= set(SUPPORTED_TASKS)
+
+
+def test_save_pretrained_writes_the_card_and_keeps_a_users_own(tmp_path):
+    head = _head("classification")
+    head.save_pretrained(tmp_path / "head")
+    card = (tmp_path / "head" / "README.md").read_text()
+    assert CARD_MARKER in card and "pipeline_tag: image-classification" in card and "license: apache-2.0" in card
+    (tmp_path / "head" / "README.md").write_text("my own card")
+    head.save_pretrained(tmp_path / "head")
+    assert (tmp_path / "head" / "README.md").read_text() == "my own card"
+
+
+PUSH_SCRIPT = textwrap.dedent(
+    """
+    import sys, torch
+    sys.path.insert(0, sys.argv[2])
+    from modeling_place import PlaceConfig, PlaceModel
+    from tests.helpers import micro_config
+    torch.manual_seed(0)
+    PlaceModel(PlaceConfig(**micro_config())).push_to_hub(sys.argv[1])
+    """
+)
+
+
+def test_model_push_to_hub_ships_the_place_card(tmp_path):
+    with LocalHub() as hub:
+        _run(PUSH_SCRIPT, ["me/pushed", str(REPO_ROOT)], _client_env(hub, tmp_path / "hf", True), tmp_path)
+        card = hub.repo("me/pushed").resolve("main").files["README.md"].content.decode()
+    assert CARD_MARKER in card and "pipeline_tag: zero-shot-image-classification" in card
+    assert 'repo, revision = "me/pushed"' in card

@@ -64,7 +64,10 @@ for name in ("processing", "training", "evaluation", "place_hub"):
 import modeling_place.data.synthetic_cxr, modeling_place.training, modeling_place.evaluation.protocols.suite
 assert str(publishing.TEMPLATE_DIR).startswith({str(target)!r})
 card = publishing.render_model_card({str(tmp_path / "model")!r}, "pretrained")
-assert "pipeline_tag" in str(card.data.to_dict()) or card.content.startswith("---")
+data = card.data.to_dict()
+assert data["pipeline_tag"] == "zero-shot-image-classification" and data["license"] == "apache-2.0", data
+from huggingface_hub import ModelCardData
+assert ModelCardData(**data).to_dict() == data
 print("ok")
 """
     result = _run_installed(target, code, tmp_path)

@@ -70,6 +70,8 @@ def test_pretrain_script_few_steps_gives_loadable_folder(tmp_path):
     saved = json.loads((tmp_path / "out" / "train_config.json").read_text())
     assert saved["max_steps"] == 3 and (tmp_path / "out" / "processor_config.json").exists()
     assert json.loads((tmp_path / "run" / "train_config.json").read_text()) == saved
+    card = (tmp_path / "out" / "README.md").read_text()  # rewritten once the data and the processor are saved
+    assert "license: apache-2.0" in card and "- Data: the package's synthetic" in card and "- Images: grey level" in card
     records = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert [(r["kind"], r["step"]) for r in records if r["kind"] == "validation"] == [("validation", 0), ("validation", 3)]
     train = [r for r in records if r["kind"] == "train"]

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from modeling_place import PlaceModel
 from modeling_place.processing.processing_place import PlaceProcessor
+from modeling_place.publishing import write_model_card
 
 from .config import TrainConfig
 from .data import EpochShuffleSampler, ImageReportPairs, PairSplits, PlaceCollator
@@ -368,6 +369,8 @@ class PlaceTrainer:
             (output_dir / "training_summary.json").write_text(json.dumps(summary, indent=2))
         if (self.run_dir / METRICS_LOG).exists():
             shutil.copyfile(self.run_dir / METRICS_LOG, output_dir / METRICS_LOG)
+        # model.save_pretrained wrote the card before the processor and train_config.json (its data and licence)
+        write_model_card(output_dir)
 
     def end(self) -> None:
         self.accelerator.end_training()
