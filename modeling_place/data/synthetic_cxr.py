@@ -481,9 +481,14 @@ def _parser() -> argparse.ArgumentParser:
                         help="cache root (default $PLACE_DATA_CACHE or ~/.cache/place/synthetic)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size-scale", type=float, default=1.0, help="multiply every default split size")
+    parser.add_argument("--size", type=int, default=None,
+                        help="rows of every split's first subset (the others scaled alike); overrides --size-scale")
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--num-proc", type=int, default=1)
     parser.add_argument("--contact-sheet", default=None, help="PNG path (default: <cache root>/contact_sheet.png)")
+    parser.add_argument("--push-to-hub", metavar="REPO", default=None,
+                        help="also push the splits as configs of the Hub dataset REPO, with its dataset card")
+    parser.add_argument("--private", action="store_true", help="create the --push-to-hub repository private")
     return parser
 
 
@@ -492,12 +497,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.size_scale <= 0:
         raise SystemExit(f"--size-scale must be positive, got {args.size_scale}")
+    if args.size is not None and args.size < 1:
+        raise SystemExit(f"--size must be a positive number of rows, got {args.size}")
     root = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
-    for split in args.splits:
-        first = next(iter(SPLIT_SIZES[split].values()))
-        dataset = build_split(split, root, args.seed, max(1, round(first * args.size_scale)), args.image_size,
-                              args.num_proc)
+    # rows of each split's first subset (the others scale with it)
+    sizes = {split: args.size or max(1, round(next(iter(SPLIT_SIZES[split].values())) * args.size_scale))
+             for split in args.splits}
+    for split, size in sizes.items():
+        dataset = build_split(split, root, args.seed, size, args.image_size, args.num_proc)
         print(f"{split}: " + ", ".join(f"{name}={len(subset)}" for name, subset in dataset.items()))
+    if args.push_to_hub:
+        from .synthetic_hub import push_benchmark
+
+        push_benchmark(args.push_to_hub, sizes, cache_dir=root, seed=args.seed, image_size=args.image_size,
+                       num_proc=args.num_proc, private=args.private)  # from the cache just built
+        print(f"pushed {', '.join(sizes)} to the Hub dataset {args.push_to_hub}")
     sheet = write_contact_sheet(args.contact_sheet or root / "contact_sheet.png", args.seed, args.image_size)
     print(f"contact sheet: {sheet}")
     return 0
