@@ -530,7 +530,8 @@ def test_card_licence_metric_ids_and_metadata_validate(tmp_path, dataset, licens
     assert {r.metric_type for r in results} <= METRIC_IDS and {r.dataset_split for r in results} == {"test"}
     assert "std" not in " ".join(r.metric_name for r in results)
     one_percent = next(r for r in results if r.metric_name.startswith("AUROC 0.01"))
-    assert one_percent.metric_args == {"label_fraction": 0.01} and "1 % of the training labels" in one_percent.metric_name
+    assert one_percent.metric_args == {"label_fraction": 0.01}
+    assert "1 % of the training labels" in one_percent.metric_name
     assert next(r for r in results if r.metric_type == "bleu").metric_args == {"max_order": 4}
     assert {r.metric_type for r in results if r.task_type == "object-detection"} == {"map"}
     for name in metadata["datasets"] + [r.dataset_type for r in results]:

@@ -97,7 +97,8 @@ def standalone_results(tmp_path_factory) -> dict:
     """Each case computed by the module copied outside the repository, in a process that cannot import the package."""
     root = tmp_path_factory.mktemp("standalone")
     shutil.copytree(METRICS_DIR, root / "metrics", ignore=shutil.ignore_patterns("__pycache__"))
-    cases = {key: {"module": str(root / "metrics" / name), "inputs": inputs} for key, (name, inputs) in _cases().items()}
+    cases = {key: {"module": str(root / "metrics" / name), "inputs": inputs}
+             for key, (name, inputs) in _cases().items()}
     (root / "cases.json").write_text(json.dumps(cases))
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(root), "HF_HOME": str(root / "hf"),
            "HF_HUB_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -128,7 +129,8 @@ def test_modules_compute_without_the_package_and_agree_with_its_functions(standa
         expected = precision_at_k(SIMILARITY, QUERIES, CANDIDATES, k)
         assert r["precision_at_k"][f"precision_at_{k}"] == pytest.approx(expected, abs=1e-12)
     detections, references = _random_detection_set()
-    assert r["detection_map"]["map"] == pytest.approx(detection_map(detections, references, np.linspace(0.4, 0.75, 8))["map"], abs=1e-6)
+    benchmark = detection_map(detections, references, np.linspace(0.4, 0.75, 8))["map"]
+    assert r["detection_map"]["map"] == pytest.approx(benchmark, abs=1e-6)
     assert r["detection_map"]["coco_map"] == pytest.approx(detection_map(detections, references)["map"], abs=1e-6)
     assert r["detection_map"]["classes_without_ground_truth"] == [2]
 

@@ -32,9 +32,9 @@ PUSH_AND_LOAD = textwrap.dedent(
     for config in sys.argv[3:]:
         dataset = load_dataset(repo, config)
         first = next(iter(dataset.values()))
+        row = {key: value for key, value in first[0].items() if key != "image" and "mask" not in key}
         loaded[config] = {"subsets": {name: len(subset) for name, subset in dataset.items()},
-                          "features": first.features.to_dict(), "row": {key: value for key, value in first[0].items()
-                                                                        if key not in ("image", "mask") and "mask" not in key}}
+                          "features": first.features.to_dict(), "row": row}
     json.dump(loaded, open(out + "/loaded.json", "w"), default=str)
     """
 )
@@ -82,5 +82,6 @@ def test_dataset_card_describes_generation_limits_and_licence(pushed):
     metadata = yaml.safe_load(readme.split("---")[1])
     assert metadata["license"] == "apache-2.0" and "object-detection" in metadata["task_categories"]
     assert {config["config_name"] for config in metadata["configs"]} == set(SPLIT_SIZES)  # datasets merged them
-    for section in ("## How it is generated", "## What it models, and what it does not", "## Licence", "no patient data"):
+    for section in ("## How it is generated", "## What it models, and what it does not", "## Licence",
+                    "no patient data", "| `detect` | train 2, validation 1, test 1 |"):
         assert section in readme, section

@@ -56,5 +56,6 @@ class MiouSweep(evaluate.Metric):
     def _compute(self, predictions, references, thresholds=SWEEP_THRESHOLDS):
         maps, masks = _pairs(predictions, references)
         clamped = np.clip(maps, 0.0, 1.0)
-        scores = [np.mean([jaccard_score(mask, values >= t) for t in thresholds]) for values, mask in zip(clamped, masks)]
+        scores = [np.mean([jaccard_score(mask, values >= t) for t in thresholds])
+                  for values, mask in zip(clamped, masks)]
         return {"miou_sweep": float(np.mean(scores)), "num_pairs": len(scores)}

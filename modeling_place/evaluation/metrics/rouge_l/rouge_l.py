@@ -73,5 +73,6 @@ class RougeL(evaluate.Metric):
         if beta != 1.0:
             raise ValueError(f"beta must be 1.0 (rouge-score) or 1.2 (coco-caption), got {beta}")
         scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_Tokens())
-        scores = [scorer.score_multi(refs, hypothesis)["rougeL"].fmeasure for refs, hypothesis in zip(grouped, hypotheses)]
+        scores = [scorer.score_multi(refs, hypothesis)["rougeL"].fmeasure
+                  for refs, hypothesis in zip(grouped, hypotheses)]
         return {"rouge_l": float(np.mean(scores))}
