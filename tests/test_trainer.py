@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -76,24 +77,106 @@ def test_pretrain_script_few_steps_gives_loadable_folder(tmp_path):
     assert train[-1]["step"] == 3 and {"loss", "loss_ita", "lr", "samples_per_s"} <= set(train[-1])
 
 
-def test_kill_and_resume_is_bit_exact(tmp_path, monkeypatch, tokenizer_dir):
-    straight, summary = run_training(micro_train_config(tmp_path / "straight", tokenizer=tokenizer_dir))
-    assert summary["steps"] == 4
+def kill_after_checkpoint(monkeypatch, step: int) -> None:
+    """Make the next training raise right after it saved its checkpoint of `step` (a kill between steps)."""
     original_save = PlaceTrainer.save_checkpoint
 
     def save_then_die(self):
         original_save(self)
-        raise KeyboardInterrupt("killed after the first checkpoint")
+        if self.progress.step == step:
+            raise KeyboardInterrupt(f"killed after the checkpoint of step {step}")
 
     monkeypatch.setattr(PlaceTrainer, "save_checkpoint", save_then_die)
+
+
+@pytest.fixture(scope="module")
+def two_epoch_straight_run(tmp_path_factory, tokenizer_dir) -> dict[str, torch.Tensor]:
+    """The final weights of an uninterrupted 8-step run: 2 epochs of 4 batches (16 pairs, batch 4)."""
+    folder = tmp_path_factory.mktemp("straight")
+    trainer, summary = run_training(micro_train_config(folder, tokenizer=tokenizer_dir, max_steps=8))
+    assert summary["steps"] == 8 and summary["samples"] == 32
+    return _weights(trainer)
+
+
+@pytest.mark.parametrize("kill_step", [2, 4, 6], ids=["inside-epoch-0", "epoch-boundary", "inside-epoch-1"])
+def test_kill_and_resume_is_bit_exact_across_epochs(tmp_path, monkeypatch, tokenizer_dir, two_epoch_straight_run, kill_step):
+    config = micro_train_config(tmp_path, tokenizer=tokenizer_dir, max_steps=8)
+    kill_after_checkpoint(monkeypatch, kill_step)
     with pytest.raises(KeyboardInterrupt):
-        run_training(micro_train_config(tmp_path / "killed", tokenizer=tokenizer_dir))
-    monkeypatch.setattr(PlaceTrainer, "save_checkpoint", original_save)
-    resumed, _ = run_training(micro_train_config(tmp_path / "killed", tokenizer=tokenizer_dir))
-    assert [p.name for p in resumed.checkpoints()] == ["checkpoint_0", "checkpoint_1"]
-    expected, got = _weights(straight), _weights(resumed)
-    for name, value in expected.items():
+        run_training(config)
+    monkeypatch.undo()
+    resumed, summary = run_training(config)
+    assert summary["samples"] == 32 and [p.name for p in resumed.checkpoints()] == ["checkpoint_6", "checkpoint_8"]
+    got = _weights(resumed)
+    for name, value in two_epoch_straight_run.items():
         torch.testing.assert_close(got[name], value, rtol=0, atol=0, msg=name)
+
+
+def test_a_save_killed_half_way_is_skipped_with_a_warning_and_the_run_resumes_from_the_previous_one(
+        tmp_path, monkeypatch, capsys, tokenizer_dir):
+    from modeling_place.training import checkpoint as checkpointing
+
+    config = micro_train_config(tmp_path, tokenizer=tokenizer_dir)  # checkpoints at steps 2 and 4
+    original_save_file = checkpointing.save_file
+
+    def die_in_second_save(tensors, path):
+        if "checkpoint_4" in str(path):
+            raise KeyboardInterrupt("killed while writing the optimizer of checkpoint_4")
+        original_save_file(tensors, path)
+
+    monkeypatch.setattr(checkpointing, "save_file", die_in_second_save)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(config)
+    monkeypatch.undo()
+    folder = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == [".tmp-checkpoint_4", "checkpoint_2"]
+    # what a writer without the rename leaves: the newest checkpoint's folder, half-written
+    shutil.copytree(folder / ".tmp-checkpoint_4", folder / "checkpoint_4")
+    with pytest.warns(UserWarning, match=r"incomplete checkpoint .*checkpoint_4 "):
+        trainer, summary = run_training(config)
+    assert "checkpoint_2 at step 2" in capsys.readouterr().out and summary["steps"] == 4
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoint_2", "checkpoint_4"]
+    assert [p.name for p in trainer.checkpoints()] == ["checkpoint_2", "checkpoint_4"]
+
+
+class _RunsCode:
+    """A pickle that would create a file when unpickled: what a tampered run_dir could hold."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_resume_never_unpickles_anything(tmp_path, monkeypatch, tokenizer_dir):
+    import pickle
+
+    from modeling_place.training.checkpoint import LegacyCheckpointError
+
+    config = micro_train_config(tmp_path, tokenizer=tokenizer_dir, max_steps=2)
+    run_training(config)
+    newest = tmp_path / "run" / "checkpoints" / "checkpoint_2"
+    assert {p.suffix for p in newest.iterdir()} <= {".json", ".safetensors"}  # nothing pickled is written
+    marker = tmp_path / "code-ran"
+    for name in ("random_states_0.pkl", "custom_checkpoint_0.pkl", "custom_checkpoint_1.pkl", "optimizer.bin"):
+        (newest / name).write_bytes(pickle.dumps(_RunsCode(marker)))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the resume path must not unpickle")
+
+    for module, name in ((torch, "load"), (pickle, "load"), (pickle, "loads")):
+        monkeypatch.setattr(module, name, refuse)
+    _, summary = run_training(micro_train_config(tmp_path, tokenizer=tokenizer_dir, max_steps=4))
+    assert summary["steps"] == 4 and not marker.exists()
+    # accelerate's pickled format (save_state) is refused, never loaded
+    legacy = tmp_path / "run" / "checkpoints" / "checkpoint_9"
+    legacy.mkdir()
+    for name in ("model.safetensors", "optimizer.bin", "custom_checkpoint_0.pkl", "random_states_0.pkl"):
+        (legacy / name).write_bytes(pickle.dumps(_RunsCode(marker)))
+    with pytest.raises(LegacyCheckpointError, match="checkpoint_9"):
+        run_training(micro_train_config(tmp_path, tokenizer=tokenizer_dir, max_steps=12))
+    assert not marker.exists()
 
 
 def test_resume_refuses_checkpoints_of_another_model(tmp_path, tokenizer_dir):
@@ -186,9 +269,9 @@ def test_nan_loss_stops_cleanly_and_keeps_last_good_checkpoint(tmp_path, monkeyp
 
     monkeypatch.setattr(PlaceModel, "forward", poisoned)
     config = micro_train_config(tmp_path)
-    with pytest.raises(NonFiniteLossError, match="checkpoint_0"):
+    with pytest.raises(NonFiniteLossError, match="checkpoint_2"):
         run_training(config)
-    assert [p.name for p in sorted((tmp_path / "run" / "checkpoints").iterdir())] == ["checkpoint_0"]
+    assert [p.name for p in sorted((tmp_path / "run" / "checkpoints").iterdir())] == ["checkpoint_2"]
 
 
 def test_config_file_and_overrides(tmp_path):

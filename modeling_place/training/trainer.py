@@ -2,15 +2,15 @@
 
 It owns mixed precision, gradient accumulation and clipping, AdamW with weight-decay groups, a cosine
 schedule with warm-up, periodic validation (loss and image-to-report Recall@1/5), rotating checkpoints with
-exact resume (step, epoch, position in the epoch, RNG states, scheduler), trackers, a progress bar, bad-sample
-accounting and a guard that stops on a non-finite loss without overwriting the last good checkpoint.
+exact resume (step, epoch, position in the epoch, RNG states, scheduler; atomic and pickle-free: checkpoint.py),
+trackers, a progress bar, bad-sample accounting and a guard that stops on a non-finite loss without overwriting the
+last good checkpoint.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 import shutil
 import time
 from pathlib import Path
@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from modeling_place import PlaceModel
 from modeling_place.processing.processing_place import PlaceProcessor
 
+from . import checkpoint as checkpointing
 from .config import TrainConfig
 from .data import EpochShuffleSampler, ImageReportPairs, PairSplits, PlaceCollator
 
@@ -41,7 +42,7 @@ class NonFiniteLossError(RuntimeError):
 
 
 class TrainProgress:
-    """Counters saved with every checkpoint (`accelerator.register_for_checkpointing`)."""
+    """Counters saved with every checkpoint (as `trainer_state.json`, see `checkpoint.py`)."""
 
     def __init__(self) -> None:
         self.step = 0
@@ -54,7 +55,10 @@ class TrainProgress:
         return dict(vars(self))
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        vars(self).update(state)
+        unknown = set(state) - set(vars(self))
+        if unknown:
+            raise ValueError(f"unknown trainer state entries {sorted(unknown)}")
+        vars(self).update({k: int(v) for k, v in state.items()})
 
 
 def cosine_with_warmup(step: int, warmup: int, total: int, min_ratio: float) -> float:
@@ -119,7 +123,6 @@ class PlaceTrainer:
         val_loader = self._loader(splits.validation, splits, train=False) if splits.validation is not None else None
         self.model, self.optimizer, self.train_loader = self.accelerator.prepare(model, optimizer, train_loader)
         self.val_loader = self.accelerator.prepare(val_loader) if val_loader is not None else None
-        self.accelerator.register_for_checkpointing(self.scheduler, self.progress)
         self.history: list[dict[str, float]] = []
         self._pending_skipped = 0
         self.last_validation: tuple[int, dict[str, float]] | None = None
@@ -129,9 +132,8 @@ class PlaceTrainer:
         weights = model.config.loss_weights
         # An objective switched off leaves its heads without gradients; DDP must be told.
         ddp = DistributedDataParallelKwargs(find_unused_parameters=min(weights.values()) == 0)
-        project = ProjectConfiguration(
-            project_dir=str(self.run_dir), automatic_checkpoint_naming=True, total_limit=self.config.keep_checkpoints
-        )
+        # Checkpoints are written by checkpoint.py, not accelerate's save_state (pickled state, not atomic).
+        project = ProjectConfiguration(project_dir=str(self.run_dir))
         return Accelerator(
             cpu=not torch.cuda.is_available(),  # see modeling_place.training.data.distributed_state
             mixed_precision=resolve_mixed_precision(self.config.mixed_precision),
@@ -166,20 +168,20 @@ class PlaceTrainer:
 
     # -- checkpoints -------------------------------------------------------------------------------------
     def checkpoints(self) -> list[Path]:
-        """Saved checkpoints of this run, oldest first."""
-        folder = self.run_dir / "checkpoints"
-        found = [p for p in folder.glob("checkpoint_*") if re.fullmatch(r"checkpoint_\d+", p.name)] if folder.exists() else []
-        return sorted(found, key=lambda p: int(p.name.split("_")[1]))
+        """Complete checkpoints of this run (`checkpoints/checkpoint_<step>`), oldest first."""
+        return checkpointing.complete_checkpoints(self.run_dir / "checkpoints")
 
     def maybe_resume(self) -> bool:
-        """Load the newest checkpoint of `run_dir` (model, optimizer, scheduler, RNG, counters)."""
-        found = self.checkpoints()
-        if not (self.config.resume and found):
+        """Load the newest complete checkpoint of `run_dir` (model, optimizer, scheduler, RNG, counters)."""
+        if not self.config.resume:
+            return False
+        newest = checkpointing.newest_resumable(self.run_dir / "checkpoints")
+        if newest is None:
             return False
         self._check_same_model()
-        self.accelerator.load_state(str(found[-1]))
-        self.accelerator.project_configuration.iteration = int(found[-1].name.split("_")[1]) + 1
-        self.accelerator.print(f"resumed from {found[-1]} at step {self.progress.step}")
+        state = checkpointing.load_checkpoint(self.accelerator, newest, self.model, self.optimizer, self.scheduler)
+        self.progress.load_state_dict(state)
+        self.accelerator.print(f"resumed from {newest} at step {self.progress.step}")
         return True
 
     def _model_config(self) -> dict[str, Any]:
@@ -210,7 +212,9 @@ class PlaceTrainer:
     def save_checkpoint(self) -> None:
         self._raise_if_nonfinite()  # never overwrite a good checkpoint with diverged weights
         self._sync_skipped()
-        self.accelerator.save_state()
+        checkpointing.save_checkpoint(self.accelerator, self.run_dir / "checkpoints", self.progress.step, self.model,
+                                      self.optimizer, self.scheduler, self.progress.state_dict(),
+                                      keep=self.config.keep_checkpoints)
         if self.accelerator.is_main_process:
             self.config.save(self.run_dir / "train_config.json")
             (self.run_dir / "model_config.json").write_text(json.dumps(self._model_config(), indent=2, sort_keys=True))
@@ -232,7 +236,9 @@ class PlaceTrainer:
         return self._summary(initial, start_step, time.perf_counter() - start_time)
 
     def _epoch_batches(self):
-        self.sampler.set_epoch(self.progress.epoch)
+        # Through the prepared loader: accelerate's DataLoaderShard keeps its own epoch counter (0 in a restarted
+        # process) and pushes it into the sampler when iterated, which would replay epoch 0's order after a resume.
+        self.train_loader.set_epoch(self.progress.epoch)
         if self.progress.batch_in_epoch:
             return self.accelerator.skip_first_batches(self.train_loader, self.progress.batch_in_epoch)
         return self.train_loader
