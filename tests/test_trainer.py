@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory) -> str:
-    """One tokenizer for runs that are compared (WordPiece training breaks count ties arbitrarily)."""
+    """One tokenizer for the runs of this module (built once: faster than a vocabulary per run)."""
     folder = tmp_path_factory.mktemp("tokenizer")
     synthetic_report_tokenizer().save_pretrained(folder)
     return str(folder)

@@ -188,8 +188,8 @@ def build_processor(tokenizer: Any, image_size: int, max_sentences: int, max_len
 def run_processor(config: TrainConfig, splits: PairSplits, max_sentences: int, image_size: int) -> PlaceProcessor:
     """The run's processor, built once by the main process and saved in `run_dir/processor`.
 
-    Every rank and every resumed run loads that saved copy: WordPiece training breaks count ties
-    arbitrarily, so two trainings on the same reports can give different vocabularies.
+    Every rank and every resumed run loads that saved copy. The trained vocabulary is deterministic
+    (`train_wordpiece_tokenizer`), but the copy pins it against a changed corpus or a newer scheme.
     """
     saved = Path(config.run_dir) / "processor"
     state = distributed_state()
