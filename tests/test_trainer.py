@@ -217,8 +217,9 @@ def test_two_process_ddp_matches_one_process_double_batch(tmp_path, tokenizer_di
     no_dropout = micro_config(text_config={**micro_config()["text_config"], "hidden_dropout_prob": 0.0,
                                            "attention_probs_dropout_prob": 0.0})
     common[0] = f"--model={json.dumps(no_dropout)}"
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517"]
+    # the shipped CPU DDP config, as the README launches it
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+              str(REPO / "examples" / "accelerate" / "cpu_ddp.yaml"), "--main_process_port", "29517"]
     script = str(REPO / "examples" / "pretrain.py")
     runs = {"ddp": launch + [script, "--batch_size=4"], "single": [sys.executable, script, "--batch_size=8"]}
     losses = {}
@@ -229,8 +230,20 @@ def test_two_process_ddp_matches_one_process_double_batch(tmp_path, tokenizer_di
         assert result.returncode == 0, result.stderr[-3000:]
         summary = json.loads((folder / "out" / "training_summary.json").read_text())
         losses[name] = summary["last_train_log"]["loss"]
+        assert summary["samples"] == 3 * 8  # counted on each rank and summed: 2 ranks x 4 per step in DDP
     # float reduction order differs between gloo all-reduce and one process: equal to ~1e-4 after 3 steps
     assert losses["ddp"] == pytest.approx(losses["single"], rel=1e-3)
+
+
+def test_a_launch_that_asks_for_two_processes_and_starts_one_fails_with_the_command_that_works(tmp_path):
+    """`accelerate launch --cpu --num_processes 2` takes accelerate's single-process launcher: one rank."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "examples" / "pretrain.py"),
+               f"--run_dir={tmp_path / 'run'}", "--max_steps=1"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env={**os.environ})
+    assert result.returncode != 0 and "started 1" in result.stderr
+    assert "accelerate launch --multi_gpu --num_processes 2 --num_machines 1" in result.stderr
+    assert not (tmp_path / "run").exists()  # it stopped before any work
 
 
 def _splits_with_bad_rows(good: int, bad_images: int, empty_reports: int) -> PairSplits:

@@ -27,7 +27,7 @@ from modeling_place.processing.processing_place import PlaceProcessor
 
 from . import checkpoint as checkpointing
 from .config import TrainConfig
-from .data import EpochShuffleSampler, ImageReportPairs, PairSplits, PlaceCollator
+from .data import EpochShuffleSampler, ImageReportPairs, PairSplits, PlaceCollator, distributed_state
 
 # PlaceConfig.to_dict() entries that differ between equal models (library version, where it was loaded from)
 VOLATILE_CONFIG_KEYS = frozenset({"transformers_version", "_name_or_path", "_commit_hash", "architectures", "auto_map"})
@@ -124,11 +124,12 @@ class PlaceTrainer:
         self.model, self.optimizer, self.train_loader = self.accelerator.prepare(model, optimizer, train_loader)
         self.val_loader = self.accelerator.prepare(val_loader) if val_loader is not None else None
         self.history: list[dict[str, float]] = []
-        self._pending_skipped = 0
+        self._pending = torch.zeros(2)  # this rank's (samples, skipped) since the last sync
         self.last_validation: tuple[int, dict[str, float]] | None = None
 
     # -- set-up ------------------------------------------------------------------------------------------
     def _make_accelerator(self, model: PlaceModel) -> Accelerator:
+        distributed_state()  # raises where a launch asked for N > 1 processes and started one
         weights = model.config.loss_weights
         # An objective switched off leaves its heads without gradients; DDP must be told.
         ddp = DistributedDataParallelKwargs(find_unused_parameters=min(weights.values()) == 0)
@@ -203,15 +204,17 @@ class PlaceTrainer:
             raise ValueError(f"{self.run_dir} holds checkpoints of a different model ({details}). Pass the same "
                              "--model overrides, a new --run_dir, or --resume=false to start over.")
 
-    def _sync_skipped(self) -> None:
-        """Add every rank's bad samples since the last sync to the global counter."""
-        pending = torch.tensor(float(self._pending_skipped), device=self.accelerator.device)
-        self.progress.skipped += int(self.accelerator.reduce(pending, "sum").item())
-        self._pending_skipped = 0
+    def _sync_counters(self) -> None:
+        """Add every rank's samples and bad samples since the last sync to the global counters: measured, not
+        inferred from the process count, so a launch that silently started one rank shows in `samples`."""
+        samples, skipped = self.accelerator.reduce(self._pending.to(self.accelerator.device), "sum").tolist()
+        self.progress.samples += int(samples)
+        self.progress.skipped += int(skipped)
+        self._pending.zero_()
 
     def save_checkpoint(self) -> None:
         self._raise_if_nonfinite()  # never overwrite a good checkpoint with diverged weights
-        self._sync_skipped()
+        self._sync_counters()
         checkpointing.save_checkpoint(self.accelerator, self.run_dir / "checkpoints", self.progress.step, self.model,
                                       self.optimizer, self.scheduler, self.progress.state_dict(),
                                       keep=self.config.keep_checkpoints)
@@ -259,8 +262,8 @@ class PlaceTrainer:
 
     def _train_batch(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         self.model.train()
-        self.progress.samples += batch["pixel_values"].shape[0] * self.accelerator.num_processes
-        self._pending_skipped += int(batch["skipped"])  # a CPU tensor from the collator: no device sync
+        # CPU tensors from the collator: counting them needs no device sync
+        self._pending += torch.tensor([batch["pixel_values"].shape[0], int(batch["skipped"])], dtype=torch.float32)
         with self.accelerator.accumulate(self.model):
             output = self.model(**{k: batch[k] for k in MODEL_INPUTS}, return_loss=True)
             self._nonfinite |= ~torch.isfinite(output.loss.detach())
@@ -284,7 +287,7 @@ class PlaceTrainer:
 
     def _log_train(self, losses: torch.Tensor, bar: tqdm, start_step: int, start_time: float) -> None:
         self._raise_if_nonfinite()
-        self._sync_skipped()
+        self._sync_counters()
         self._check_bad_fraction()
         values = dict(zip(("loss", "loss_ita", "loss_pcma", "loss_ce"), self.accelerator.reduce(losses, "mean").tolist()))
         elapsed = max(time.perf_counter() - start_time, 1e-9)
@@ -342,7 +345,7 @@ class PlaceTrainer:
 
     # -- results -----------------------------------------------------------------------------------------
     def _summary(self, initial: dict[str, float] | None, start_step: int, seconds: float) -> dict[str, Any]:
-        self._sync_skipped()
+        self._sync_counters()
         final = {}
         if self.val_loader is not None:
             step, metrics = self.last_validation or (-1, {})
