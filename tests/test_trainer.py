@@ -299,6 +299,41 @@ def test_config_file_and_overrides(tmp_path):
         load_train_config(["--max_steps=ten"])
 
 
+def test_options_parse_through_hf_argument_parser_in_every_spelling(tmp_path):
+    from transformers import HfArgumentParser
+
+    from modeling_place.training.config import train_config_parser
+
+    assert isinstance(train_config_parser(), HfArgumentParser)
+    (tmp_path / "c.json").write_text(json.dumps({"max_steps": 7, "trackers": ["tensorboard"]}))
+    config = load_train_config(["--config", str(tmp_path / "c.json"), "--batch_size", "3", "--no_augment",
+                                "--progress-bar=false", "--data_options", '{"skip_bad_rows": true}', "--tokenizer=none",
+                                "--synthetic_size", "null", "--trackers", "tensorboard", "trackio"])
+    assert (config.max_steps, config.batch_size, config.augment, config.progress_bar) == (7, 3, False, False)
+    assert config.data_options == {"skip_bad_rows": True} and config.tokenizer is None and config.synthetic_size is None
+    assert config.trackers == ["tensorboard", "trackio"]
+    assert load_train_config(["--trackers=tensorboard,trackio"]).trackers == ["tensorboard", "trackio"]
+    with pytest.raises(ValueError, match="--model expects a JSON mapping"):
+        load_train_config(["--model={lambda_ce: 0}"])
+
+
+def test_learning_rate_follows_transformers_cosine_with_min_lr_and_warmup(tmp_path, tokenizer_dir):
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+    config = micro_train_config(tmp_path, tokenizer=tokenizer_dir, max_steps=4, warmup_steps=2, min_lr_ratio=0.25,
+                                validation_pairs=0, checkpoint_every=100)
+    trainer, _ = run_training(config)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=config.lr)
+    reference = get_cosine_with_min_lr_schedule_with_warmup(optimizer, 2, 4, min_lr_rate=0.25)
+    expected = []
+    for _ in range(4):
+        optimizer.step()
+        reference.step()
+        expected.append(reference.get_last_lr()[0])
+    assert [record["lr"] for record in trainer.history] == pytest.approx(expected, rel=1e-12)
+    assert expected[0] == pytest.approx(config.lr / 2) and expected[-1] == pytest.approx(config.lr * 0.25)
+
+
 def test_help_lists_every_option_with_its_default(capsys):
     with pytest.raises(SystemExit) as stop:
         load_train_config(["--help"])

@@ -10,7 +10,6 @@ last good checkpoint.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
+from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from modeling_place import PlaceModel
 from modeling_place.processing.processing_place import PlaceProcessor
@@ -59,14 +59,6 @@ class TrainProgress:
         if unknown:
             raise ValueError(f"unknown trainer state entries {sorted(unknown)}")
         vars(self).update({k: int(v) for k, v in state.items()})
-
-
-def cosine_with_warmup(step: int, warmup: int, total: int, min_ratio: float) -> float:
-    """LR multiplier: linear warm-up to 1, then cosine decay to `min_ratio` at `total` steps."""
-    if step < warmup:
-        return (step + 1) / (warmup + 1)
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -115,9 +107,9 @@ class PlaceTrainer:
             model.activation_checkpointing_enable()
         self.progress = TrainProgress()
         optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.98))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: cosine_with_warmup(step, config.warmup_steps, config.max_steps, config.min_lr_ratio)
-        )
+        # transformers' schedule: linear warm-up from 0, then a half cosine down to min_lr_ratio x lr at max_steps
+        self.scheduler = get_cosine_with_min_lr_schedule_with_warmup(
+            optimizer, config.warmup_steps, config.max_steps, min_lr_rate=config.min_lr_ratio)
         self.sampler = EpochShuffleSampler(len(splits.train), config.seed)
         train_loader = self._loader(splits.train, splits, train=True)
         val_loader = self._loader(splits.validation, splits, train=False) if splits.validation is not None else None
