@@ -179,6 +179,18 @@ def test_resume_never_unpickles_anything(tmp_path, monkeypatch, tokenizer_dir):
     assert not marker.exists()
 
 
+def test_sharded_runs_are_refused_at_start_not_at_the_first_save():
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from modeling_place.training.checkpoint import require_supported
+
+    require_supported(SimpleNamespace(distributed_type=DistributedType.MULTI_CPU))  # DDP: whole tensors
+    with pytest.raises(NotImplementedError, match="FSDP"):
+        require_supported(SimpleNamespace(distributed_type=DistributedType.FSDP))
+
+
 def test_resume_refuses_checkpoints_of_another_model(tmp_path, tokenizer_dir):
     def config(matching: str, steps: int) -> TrainConfig:
         return micro_train_config(tmp_path, max_steps=steps, tokenizer=tokenizer_dir,

@@ -38,6 +38,16 @@ class LegacyCheckpointError(ValueError):
     """A checkpoint written by `accelerator.save_state` (pickled state): not loaded, for safety."""
 
 
+def require_supported(accelerator: Any) -> None:
+    """Fail at start, not at the first save: these checkpoints hold whole tensors (one process, or DDP's
+    replicas). FSDP and DeepSpeed shard the model and optimizer; saving them needs the gathered state dicts,
+    which this writer does not do yet (issue 24's FSDP item)."""
+    kind = str(accelerator.distributed_type).rsplit(".", 1)[-1]
+    if kind in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
+        raise NotImplementedError(f"PlaceTrainer's checkpoints do not support {kind} yet (sharded state); "
+                                  "train with DDP (examples/accelerate/multi_gpu.yaml) or a single process")
+
+
 def checkpoint_step(folder: Path) -> int | None:
     match = re.fullmatch(rf"{PREFIX}(\d+)", folder.name)
     return int(match.group(1)) if match else None

@@ -102,6 +102,7 @@ class PlaceTrainer:
         self.skipped_rows = splits.skipped_rows
         self.run_dir = Path(config.run_dir)
         self.accelerator = self._make_accelerator(model)
+        checkpointing.require_supported(self.accelerator)
         set_seed(config.seed)
         if config.gradient_checkpointing:
             model.activation_checkpointing_enable()
