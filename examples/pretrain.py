@@ -4,9 +4,12 @@
     accelerate launch examples/pretrain.py examples/configs/base_mimic.yaml # ViT-B/16 + BERT-base on MIMIC-CXR
     accelerate launch examples/pretrain.py --model='{"lambda_pcma": 0, "lambda_ce": 0}' --output_dir=ita-only
 
-Configuration: TrainConfig defaults < an optional YAML/JSON file < `--key=value` overrides. The resolved
-configuration is printed first and saved with every checkpoint. A killed run resumes from its last
-checkpoint in `run_dir` when started again with the same command. The result is a folder that
+    accelerate launch --config_file examples/accelerate/cpu_ddp.yaml examples/pretrain.py # 2 gloo ranks on a CPU machine
+
+Configuration: TrainConfig defaults < an optional YAML/JSON file < `--key value` / `--key=value` overrides
+(HfArgumentParser; `--help` lists them). The resolved configuration is printed first and saved with every
+checkpoint. A killed run resumes from its last complete checkpoint in `run_dir` when started again with the
+same command, and ends with the weights of an uninterrupted run. The result is a folder that
 `AutoModel.from_pretrained(output_dir)` loads (and `trust_remote_code=True` without this package).
 """
 

@@ -1,4 +1,4 @@
-"""Tokenizers for PLACE's text tower: train a WordPiece vocabulary offline, or load an existing BERT one.
+"""Tokenizers for PLACE's text tower: build a WordPiece vocabulary offline (deterministically), or load a BERT one.
 
 Both functions return standard transformers tokenizers (tokenizers-backed, so offsets and `word_ids()`
 work), which `PlaceProcessor` needs to map tokens to sentences.
@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+from tokenizers import normalizers, pre_tokenizers
 from transformers import AutoTokenizer, BertTokenizer, PreTrainedTokenizerBase
 
-__all__ = ["BERT_SPECIAL_TOKENS", "load_tokenizer", "train_wordpiece_tokenizer"]
+__all__ = ["BERT_SPECIAL_TOKENS", "load_tokenizer", "train_wordpiece_tokenizer", "wordpiece_vocabulary"]
 
 #: In id order: [PAD] = 0 as BERT models expect.
 BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -31,18 +32,28 @@ def train_wordpiece_tokenizer(
     lowercase: bool = True,
     min_frequency: int = 2,
 ) -> BertTokenizer:
-    """Train a BERT-style WordPiece tokenizer on `corpus`, offline, and return it as a `BertTokenizer`.
+    """Build a BERT-style WordPiece vocabulary from `corpus`, offline and deterministically, as a `BertTokenizer`.
 
-    The normaliser and pre-tokeniser are BERT's (`BertNormalizer`, `BertPreTokenizer`), so the trained
-    vocabulary behaves exactly like the returned `BertTokenizer`. Special tokens get ids 0-4:
-    [PAD], [UNK], [CLS], [SEP], [MASK].
+    The same texts and settings give the same vocabulary in every process and run (the `tokenizers`
+    WordPiece trainer does not: it breaks count ties and numbers tokens in hash-map order, so two trainings
+    differ from step 0). The vocabulary, in id order (`wordpiece_vocabulary`):
+
+    1. the special tokens [PAD], [UNK], [CLS], [SEP], [MASK] (ids 0-4);
+    2. every character of the corpus and its `##` continuation, most frequent first (ties by character), so
+       WordPiece's greedy longest match can spell any word of the corpus; characters that do not fit
+       `vocab_size` are the rarest;
+    3. whole words seen at least `min_frequency` times, by (-count, word), until `vocab_size` entries.
+
+    A word outside the vocabulary is split into its longest known prefix (often a whole word: "effusions" →
+    "effusion", "##s") and then characters. The normaliser and pre-tokeniser are BERT's (`BertNormalizer`,
+    `BertPreTokenizer`), as in the returned tokenizer.
 
     Args:
         corpus: Texts (reports or sentences); iterated once.
         vocab_size: Upper bound on the vocabulary size (a small corpus yields fewer entries).
         model_max_length: Stored on the tokenizer as its maximum sequence length.
         lowercase: Lower-case (and strip accents) before tokenising, as uncased BERT models do.
-        min_frequency: Minimum count for a merged sub-word to enter the vocabulary.
+        min_frequency: Minimum count for a whole word to enter the vocabulary.
 
     Returns:
         A tokenizers-backed `BertTokenizer`; save it with `save_pretrained`.
@@ -53,24 +64,32 @@ def train_wordpiece_tokenizer(
     """
     if vocab_size <= len(BERT_SPECIAL_TOKENS):
         raise ValueError(f"vocab_size must exceed the {len(BERT_SPECIAL_TOKENS)} special tokens, got {vocab_size}")
-    backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    backend.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, lowercase=lowercase)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size,
-        min_frequency=min_frequency,
-        special_tokens=list(BERT_SPECIAL_TOKENS),
-        continuing_subword_prefix="##",
-        show_progress=False,
-    )
-    backend.train_from_iterator(_checked_texts(corpus), trainer=trainer)
-    learned = sorted(set(backend.get_vocab()) - set(BERT_SPECIAL_TOKENS))
-    if not learned:
+    normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, lowercase=lowercase)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    words: Counter[str] = Counter()
+    for text in _checked_texts(corpus):
+        words.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    if not words:
         raise ValueError("The corpus produced no tokens: pass a non-empty iterable of non-empty texts")
-    # The trainer numbers tokens in hash-map order, which changes from call to call: sort them. It also breaks
-    # count ties at the vocab_size cut arbitrarily, so a run saves its tokenizer (modeling_place.training.data.run_processor).
-    vocab = {token: index for index, token in enumerate([*BERT_SPECIAL_TOKENS, *learned])}
+    vocab = wordpiece_vocabulary(words, vocab_size, min_frequency)
     return BertTokenizer(vocab=vocab, do_lower_case=lowercase, model_max_length=model_max_length)
+
+
+def wordpiece_vocabulary(words: Counter[str], vocab_size: int, min_frequency: int) -> dict[str, int]:
+    """Token → id for word counts, by the deterministic scheme of `train_wordpiece_tokenizer`."""
+    characters: Counter[str] = Counter()
+    for word, count in words.items():
+        for character in word:
+            characters[character] += count
+    tokens = list(BERT_SPECIAL_TOKENS)
+    for character in sorted(characters, key=lambda c: (-characters[c], c)):
+        if len(tokens) + 2 > vocab_size:
+            break
+        tokens += [character, f"##{character}"]
+    known = set(tokens)
+    frequent = sorted((w for w, n in words.items() if n >= min_frequency and w not in known), key=lambda w: (-words[w], w))
+    tokens += frequent[: max(0, vocab_size - len(tokens))]
+    return {token: index for index, token in enumerate(tokens)}
 
 
 def _checked_texts(corpus: Iterable[str]) -> Iterator[str]:

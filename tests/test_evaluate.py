@@ -1,5 +1,6 @@
 """The evaluation protocols (modeling_place/evaluation/tasks.py) against naive references, and examples/evaluate.py end to end."""
 
+import copy
 import json
 import os
 import subprocess
@@ -147,6 +148,63 @@ def test_fit_decays_the_rate_on_a_cosine_and_restores_the_best_epoch():
     assert [h["lr"] for h in constant["history"]] == [0.1, 0.1]
     with pytest.raises(ValueError, match="schedule must be one of"):
         fit(Regressor(), lambda epoch: iter([]), validate, 1, 0.1, schedule="linear")
+
+
+class _AutocastRecorder(torch.nn.Module):
+    """A regressor that records, at every forward, whether autocast is on and where its input lives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = torch.nn.Linear(3, 1)
+        self.seen: list[tuple[bool, str]] = []
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor):
+        from types import SimpleNamespace
+
+        self.seen.append((torch.is_autocast_enabled("cpu"), x.device.type))
+        return SimpleNamespace(loss=torch.nn.functional.mse_loss(self.head(x).float(), labels))
+
+
+def _reset_accelerator_state() -> None:
+    """accelerate keeps one process-wide precision: a test that asks for another starts from a clean state."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.fixture
+def fresh_accelerator_state():
+    _reset_accelerator_state()
+    yield
+    _reset_accelerator_state()
+
+
+def test_fit_trains_through_accelerate_fp32_numbers_unchanged_on_cpu_bf16_on_request(fresh_accelerator_state):
+    from modeling_place.evaluation.downstream import epoch_learning_rate, fit, head_mixed_precision
+
+    inputs, targets = torch.randn(16, 3, generator=torch.Generator().manual_seed(1)), torch.randn(16, 1)
+    batches = lambda epoch: iter([{"x": inputs[:8], "labels": targets[:8]}, {"x": inputs[8:], "labels": targets[8:]}])  # noqa: E731
+    torch.manual_seed(0)
+    model = _AutocastRecorder()
+    reference = copy.deepcopy(model.head)  # the plain PyTorch loop fit ran before, step for step
+    optimizer = torch.optim.AdamW(reference.parameters(), lr=0.1, weight_decay=1e-4)
+    for epoch in range(2):
+        optimizer.param_groups[0]["lr"] = epoch_learning_rate(0.1, epoch, 2)
+        for batch in batches(epoch):
+            torch.nn.functional.mse_loss(reference(batch["x"]), batch["labels"]).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    scores = iter([0.0, 1.0])
+    fit(model, batches, lambda: next(scores), 2, 0.1, log=lambda _: None)
+    assert head_mixed_precision("auto") == "no" and set(model.seen) == {(False, "cpu")}
+    assert torch.equal(model.head.weight, reference.weight) and torch.equal(model.head.bias, reference.bias)
+    _reset_accelerator_state()
+    bf16 = _AutocastRecorder()
+    fit(bf16, batches, lambda: 0.0, 1, 0.1, log=lambda _: None, mixed_precision="bf16")
+    assert set(bf16.seen) == {(True, "cpu")} and bf16.head.weight.dtype == torch.float32
+    bf16.seen.clear()
+    bf16(inputs, targets)  # the trained head's forward is its own again, without the autocast wrapper
+    assert bf16.seen == [(False, "cpu")]
 
 
 def test_evaluate_script_quick_writes_every_task_and_random_init_baseline(micro_folder, tmp_path):

@@ -1,6 +1,7 @@
 """PlaceProcessor (text path, sentence ids / hashes, images, save / load both ways) and the tokenizer helpers."""
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -70,11 +71,35 @@ def test_trained_wordpiece_tokenizer(trained_tokenizer, tmp_path):
     reloaded = load_tokenizer(tmp_path)
     assert reloaded("Small left pleural effusion.")["input_ids"] == ids and reloaded.model_max_length == 64
     learned = sorted(trained_tokenizer.get_vocab(), key=trained_tokenizer.get_vocab().get)[len(BERT_SPECIAL_TOKENS):]
-    assert learned == sorted(learned)  # ids follow the tokens' order, not the trainer's hash-map order
+    assert learned[:4] == ["e", "##e", "a", "##a"]  # characters first, most frequent first, each with its ##
+    assert {"effusion", "pleural"} <= set(learned) and "##s" in learned
+    # an unseen word of known characters is spelled, never [UNK]: longest known prefix, then pieces
+    assert trained_tokenizer.tokenize("effusionz") == ["effusion", "##z"]
     with pytest.raises(TypeError, match="corpus item 1"):
         train_wordpiece_tokenizer(["fine", None], vocab_size=50)
     with pytest.raises(ValueError, match="vocab_size"):
         train_wordpiece_tokenizer(CORPUS, vocab_size=5)
+
+
+DETERMINISM_SCRIPT = """
+import json, sys
+from modeling_place.data.synthetic_cxr import generate_case
+from modeling_place.processing.tokenization_place import train_wordpiece_tokenizer
+reports = [generate_case(seed)["report"] for seed in range(200)]
+print(json.dumps(train_wordpiece_tokenizer(reports, vocab_size=150).get_vocab(), sort_keys=True))
+"""
+
+
+def test_the_same_reports_give_the_same_vocabulary_in_every_process():
+    """The vocab_size cut falls among words of equal count: a trainer that breaks ties by hash order (the
+    `tokenizers` WordPiece trainer) gives each process its own vocabulary."""
+    runs = [subprocess.Popen([sys.executable, "-c", DETERMINISM_SCRIPT], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONHASHSEED": str(seed), "OMP_NUM_THREADS": "1"})
+            for seed in (1, 2)]
+    vocabularies = [run.communicate(timeout=120)[0] for run in runs]
+    assert all(run.returncode == 0 for run in runs)
+    first, second = (json.loads(text) for text in vocabularies)
+    assert len(first) == 150 and first == second
 
 
 def test_load_tokenizer_from_a_bare_vocab_and_errors(trained_tokenizer, tmp_path):

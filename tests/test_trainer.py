@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory) -> str:
-    """One tokenizer for runs that are compared (WordPiece training breaks count ties arbitrarily)."""
+    """One tokenizer for the runs of this module (built once: faster than a vocabulary per run)."""
     folder = tmp_path_factory.mktemp("tokenizer")
     synthetic_report_tokenizer().save_pretrained(folder)
     return str(folder)
@@ -78,24 +79,118 @@ def test_pretrain_script_few_steps_gives_loadable_folder(tmp_path):
     assert train[-1]["step"] == 3 and {"loss", "loss_ita", "lr", "samples_per_s"} <= set(train[-1])
 
 
-def test_kill_and_resume_is_bit_exact(tmp_path, monkeypatch, tokenizer_dir):
-    straight, summary = run_training(micro_train_config(tmp_path / "straight", tokenizer=tokenizer_dir))
-    assert summary["steps"] == 4
+def kill_after_checkpoint(monkeypatch, step: int) -> None:
+    """Make the next training raise right after it saved its checkpoint of `step` (a kill between steps)."""
     original_save = PlaceTrainer.save_checkpoint
 
     def save_then_die(self):
         original_save(self)
-        raise KeyboardInterrupt("killed after the first checkpoint")
+        if self.progress.step == step:
+            raise KeyboardInterrupt(f"killed after the checkpoint of step {step}")
 
     monkeypatch.setattr(PlaceTrainer, "save_checkpoint", save_then_die)
+
+
+@pytest.fixture(scope="module")
+def two_epoch_straight_run(tmp_path_factory, tokenizer_dir) -> dict[str, torch.Tensor]:
+    """The final weights of an uninterrupted 8-step run: 2 epochs of 4 batches (16 pairs, batch 4)."""
+    folder = tmp_path_factory.mktemp("straight")
+    trainer, summary = run_training(micro_train_config(folder, tokenizer=tokenizer_dir, max_steps=8))
+    assert summary["steps"] == 8 and summary["samples"] == 32
+    return _weights(trainer)
+
+
+@pytest.mark.parametrize("kill_step", [2, 4, 6], ids=["inside-epoch-0", "epoch-boundary", "inside-epoch-1"])
+def test_kill_and_resume_is_bit_exact_across_epochs(tmp_path, monkeypatch, tokenizer_dir, two_epoch_straight_run, kill_step):
+    config = micro_train_config(tmp_path, tokenizer=tokenizer_dir, max_steps=8)
+    kill_after_checkpoint(monkeypatch, kill_step)
     with pytest.raises(KeyboardInterrupt):
-        run_training(micro_train_config(tmp_path / "killed", tokenizer=tokenizer_dir))
-    monkeypatch.setattr(PlaceTrainer, "save_checkpoint", original_save)
-    resumed, _ = run_training(micro_train_config(tmp_path / "killed", tokenizer=tokenizer_dir))
-    assert [p.name for p in resumed.checkpoints()] == ["checkpoint_0", "checkpoint_1"]
-    expected, got = _weights(straight), _weights(resumed)
-    for name, value in expected.items():
+        run_training(config)
+    monkeypatch.undo()
+    resumed, summary = run_training(config)
+    assert summary["samples"] == 32 and [p.name for p in resumed.checkpoints()] == ["checkpoint_6", "checkpoint_8"]
+    got = _weights(resumed)
+    for name, value in two_epoch_straight_run.items():
         torch.testing.assert_close(got[name], value, rtol=0, atol=0, msg=name)
+
+
+def test_a_save_killed_half_way_is_skipped_with_a_warning_and_the_run_resumes_from_the_previous_one(
+        tmp_path, monkeypatch, capsys, tokenizer_dir):
+    from modeling_place.training import checkpoint as checkpointing
+
+    config = micro_train_config(tmp_path, tokenizer=tokenizer_dir)  # checkpoints at steps 2 and 4
+    original_save_file = checkpointing.save_file
+
+    def die_in_second_save(tensors, path):
+        if "checkpoint_4" in str(path):
+            raise KeyboardInterrupt("killed while writing the optimizer of checkpoint_4")
+        original_save_file(tensors, path)
+
+    monkeypatch.setattr(checkpointing, "save_file", die_in_second_save)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(config)
+    monkeypatch.undo()
+    folder = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == [".tmp-checkpoint_4", "checkpoint_2"]
+    # what a writer without the rename leaves: the newest checkpoint's folder, half-written
+    shutil.copytree(folder / ".tmp-checkpoint_4", folder / "checkpoint_4")
+    with pytest.warns(UserWarning, match=r"incomplete checkpoint .*checkpoint_4 "):
+        trainer, summary = run_training(config)
+    assert "checkpoint_2 at step 2" in capsys.readouterr().out and summary["steps"] == 4
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoint_2", "checkpoint_4"]
+    assert [p.name for p in trainer.checkpoints()] == ["checkpoint_2", "checkpoint_4"]
+
+
+class _RunsCode:
+    """A pickle that would create a file when unpickled: what a tampered run_dir could hold."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_resume_never_unpickles_anything(tmp_path, monkeypatch, tokenizer_dir):
+    import pickle
+
+    from modeling_place.training.checkpoint import LegacyCheckpointError
+
+    config = micro_train_config(tmp_path, tokenizer=tokenizer_dir, max_steps=2)
+    run_training(config)
+    newest = tmp_path / "run" / "checkpoints" / "checkpoint_2"
+    assert {p.suffix for p in newest.iterdir()} <= {".json", ".safetensors"}  # nothing pickled is written
+    marker = tmp_path / "code-ran"
+    for name in ("random_states_0.pkl", "custom_checkpoint_0.pkl", "custom_checkpoint_1.pkl", "optimizer.bin"):
+        (newest / name).write_bytes(pickle.dumps(_RunsCode(marker)))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the resume path must not unpickle")
+
+    for module, name in ((torch, "load"), (pickle, "load"), (pickle, "loads")):
+        monkeypatch.setattr(module, name, refuse)
+    _, summary = run_training(micro_train_config(tmp_path, tokenizer=tokenizer_dir, max_steps=4))
+    assert summary["steps"] == 4 and not marker.exists()
+    # accelerate's pickled format (save_state) is refused, never loaded
+    legacy = tmp_path / "run" / "checkpoints" / "checkpoint_9"
+    legacy.mkdir()
+    for name in ("model.safetensors", "optimizer.bin", "custom_checkpoint_0.pkl", "random_states_0.pkl"):
+        (legacy / name).write_bytes(pickle.dumps(_RunsCode(marker)))
+    with pytest.raises(LegacyCheckpointError, match="checkpoint_9"):
+        run_training(micro_train_config(tmp_path, tokenizer=tokenizer_dir, max_steps=12))
+    assert not marker.exists()
+
+
+def test_sharded_runs_are_refused_at_start_not_at_the_first_save():
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from modeling_place.training.checkpoint import require_supported
+
+    require_supported(SimpleNamespace(distributed_type=DistributedType.MULTI_CPU))  # DDP: whole tensors
+    with pytest.raises(NotImplementedError, match="FSDP"):
+        require_supported(SimpleNamespace(distributed_type=DistributedType.FSDP))
 
 
 def test_resume_refuses_checkpoints_of_another_model(tmp_path, tokenizer_dir):
@@ -136,8 +231,9 @@ def test_two_process_ddp_matches_one_process_double_batch(tmp_path, tokenizer_di
     no_dropout = micro_config(text_config={**micro_config()["text_config"], "hidden_dropout_prob": 0.0,
                                            "attention_probs_dropout_prob": 0.0})
     common[0] = f"--model={json.dumps(no_dropout)}"
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517"]
+    # the shipped CPU DDP config, as the README launches it
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+              str(REPO / "examples" / "accelerate" / "cpu_ddp.yaml"), "--main_process_port", "29517"]
     script = str(REPO / "examples" / "pretrain.py")
     runs = {"ddp": launch + [script, "--batch_size=4"], "single": [sys.executable, script, "--batch_size=8"]}
     losses = {}
@@ -148,8 +244,20 @@ def test_two_process_ddp_matches_one_process_double_batch(tmp_path, tokenizer_di
         assert result.returncode == 0, result.stderr[-3000:]
         summary = json.loads((folder / "out" / "training_summary.json").read_text())
         losses[name] = summary["last_train_log"]["loss"]
+        assert summary["samples"] == 3 * 8  # counted on each rank and summed: 2 ranks x 4 per step in DDP
     # float reduction order differs between gloo all-reduce and one process: equal to ~1e-4 after 3 steps
     assert losses["ddp"] == pytest.approx(losses["single"], rel=1e-3)
+
+
+def test_a_launch_that_asks_for_two_processes_and_starts_one_fails_with_the_command_that_works(tmp_path):
+    """`accelerate launch --cpu --num_processes 2` takes accelerate's single-process launcher: one rank."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "examples" / "pretrain.py"),
+               f"--run_dir={tmp_path / 'run'}", "--max_steps=1"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env={**os.environ})
+    assert result.returncode != 0 and "started 1" in result.stderr
+    assert "accelerate launch --multi_gpu --num_processes 2 --num_machines 1" in result.stderr
+    assert not (tmp_path / "run").exists()  # it stopped before any work
 
 
 def _splits_with_bad_rows(good: int, bad_images: int, empty_reports: int) -> PairSplits:
@@ -188,9 +296,9 @@ def test_nan_loss_stops_cleanly_and_keeps_last_good_checkpoint(tmp_path, monkeyp
 
     monkeypatch.setattr(PlaceModel, "forward", poisoned)
     config = micro_train_config(tmp_path)
-    with pytest.raises(NonFiniteLossError, match="checkpoint_0"):
+    with pytest.raises(NonFiniteLossError, match="checkpoint_2"):
         run_training(config)
-    assert [p.name for p in sorted((tmp_path / "run" / "checkpoints").iterdir())] == ["checkpoint_0"]
+    assert [p.name for p in sorted((tmp_path / "run" / "checkpoints").iterdir())] == ["checkpoint_2"]
 
 
 def test_config_file_and_overrides(tmp_path):
@@ -203,6 +311,41 @@ def test_config_file_and_overrides(tmp_path):
         load_train_config(["--batch_size=0"])
     with pytest.raises(ValueError, match="expects int"):
         load_train_config(["--max_steps=ten"])
+
+
+def test_options_parse_through_hf_argument_parser_in_every_spelling(tmp_path):
+    from transformers import HfArgumentParser
+
+    from modeling_place.training.config import train_config_parser
+
+    assert isinstance(train_config_parser(), HfArgumentParser)
+    (tmp_path / "c.json").write_text(json.dumps({"max_steps": 7, "trackers": ["tensorboard"]}))
+    config = load_train_config(["--config", str(tmp_path / "c.json"), "--batch_size", "3", "--no_augment",
+                                "--progress-bar=false", "--data_options", '{"skip_bad_rows": true}', "--tokenizer=none",
+                                "--synthetic_size", "null", "--trackers", "tensorboard", "trackio"])
+    assert (config.max_steps, config.batch_size, config.augment, config.progress_bar) == (7, 3, False, False)
+    assert config.data_options == {"skip_bad_rows": True} and config.tokenizer is None and config.synthetic_size is None
+    assert config.trackers == ["tensorboard", "trackio"]
+    assert load_train_config(["--trackers=tensorboard,trackio"]).trackers == ["tensorboard", "trackio"]
+    with pytest.raises(ValueError, match="--model expects a JSON mapping"):
+        load_train_config(["--model={lambda_ce: 0}"])
+
+
+def test_learning_rate_follows_transformers_cosine_with_min_lr_and_warmup(tmp_path, tokenizer_dir):
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+    config = micro_train_config(tmp_path, tokenizer=tokenizer_dir, max_steps=4, warmup_steps=2, min_lr_ratio=0.25,
+                                validation_pairs=0, checkpoint_every=100)
+    trainer, _ = run_training(config)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=config.lr)
+    reference = get_cosine_with_min_lr_schedule_with_warmup(optimizer, 2, 4, min_lr_rate=0.25)
+    expected = []
+    for _ in range(4):
+        optimizer.step()
+        reference.step()
+        expected.append(reference.get_last_lr()[0])
+    assert [record["lr"] for record in trainer.history] == pytest.approx(expected, rel=1e-12)
+    assert expected[0] == pytest.approx(config.lr / 2) and expected[-1] == pytest.approx(config.lr * 0.25)
 
 
 def test_help_lists_every_option_with_its_default(capsys):

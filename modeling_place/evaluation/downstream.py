@@ -142,7 +142,8 @@ def fit_labelled(
             for rows in batches(train, settings.batch_size, shuffle=True, seed=order_seed):
                 yield {"pixel_values": pixels_of(processor, rows, train=augment), "labels": labels_of(rows)}
 
-    return fit(head, step_batches, validate, settings.epochs, settings.lr, schedule=settings.lr_schedule)
+    return fit(head, step_batches, validate, settings.epochs, settings.lr, schedule=settings.lr_schedule,
+               mixed_precision=getattr(settings, "mixed_precision", "auto"))
 
 
 def fine_tune_fractions(
@@ -206,31 +207,30 @@ def fit(
     lr: float,
     log: Callable[[str], None] = print,
     schedule: str = "cosine",
+    mixed_precision: str = "auto",
 ) -> dict[str, Any]:
     """AdamW on the trainable parameters, the rate on a cosine from `lr` down over the epochs (`schedule=
     "constant"`: `lr` throughout); after each epoch `validate()` (higher is better) and keep the best.
 
-    `step_batches(epoch)` yields model keyword arguments (with labels). The best epoch's trainable weights
-    are restored at the end. Returns the validation history (with each epoch's rate) and the best epoch.
+    The loop runs through `accelerate`, as pretraining does: the model and each batch go to the accelerator's
+    device (a GPU when there is one) and the forward runs under bf16 autocast where `head_mixed_precision`
+    resolves `mixed_precision` to it. On CPU "auto" stays fp32, so the protocol's CPU numbers are unchanged.
+    `step_batches(epoch)` yields model keyword arguments (with labels); `validate()` finds the model on that
+    device (the prediction functions here move their inputs to it). The best epoch's trainable weights are
+    restored at the end. Returns the validation history (with each epoch's rate) and the best epoch.
     """
     if schedule not in LR_SCHEDULES:
         raise ValueError(f"schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
+    accelerator = head_accelerator(mixed_precision)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=1e-4)
+    prepared, optimizer = accelerator.prepare(model, torch.optim.AdamW(trainable, lr=lr, weight_decay=1e-4))
     best_score, best_epoch, best_state, history = -np.inf, -1, None, []
     for epoch in range(epochs):
         # At a constant rate the dense heads' validation scores still jumped between the last epochs (10 %
         # segmentation: 0.69, 0.48, 0.73), so the pick compared noise; decaying it lets each head settle first.
         for group in optimizer.param_groups:
             group["lr"] = epoch_learning_rate(lr, epoch, epochs) if schedule == "cosine" else lr
-        model.train()
-        losses = []
-        for batch in step_batches(epoch):
-            loss = model(**batch).loss
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
+        losses = _train_epoch(accelerator, prepared, optimizer, step_batches(epoch))
         model.eval()
         score = validate()
         history.append({"epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
@@ -239,9 +239,47 @@ def fit(
         if score > best_score:
             best_score, best_epoch = score, epoch
             best_state = copy.deepcopy({k: v for k, v in model.state_dict().items() if _is_trainable(model, k)})
+    accelerator.unwrap_model(prepared, keep_fp32_wrapper=False)  # the saved head's forward loses the autocast wrapper
     if best_state is not None:
         model.load_state_dict(best_state, strict=False)
     return {"history": history, "best_epoch": best_epoch, "best_validation": float(best_score)}
+
+
+def _train_epoch(accelerator: Any, model: torch.nn.Module, optimizer: Any, batches: Iterator[dict[str, Any]]) -> list[float]:
+    from accelerate.utils import send_to_device
+
+    model.train()
+    losses = []
+    for batch in batches:
+        loss = model(**send_to_device(batch, accelerator.device)).loss
+        accelerator.backward(loss)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    return losses
+
+
+def head_mixed_precision(choice: str) -> str:
+    """`auto` → bf16 on a GPU that runs it, fp32 elsewhere (a CPU head keeps the fp32 protocol's numbers, and
+    emulated bf16 is slow); "bf16", "fp16" and "no" are taken as given."""
+    if choice != "auto":
+        return choice
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def head_accelerator(mixed_precision: str = "auto") -> Any:
+    """The `Accelerator` a head trains with (one per process state: every head of a run shares its precision)."""
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=head_mixed_precision(mixed_precision))
+
+
+def to_model_device(model: torch.nn.Module, tensors: Any) -> Any:
+    """Tensors (or a mapping / list of them) onto the device of `model`'s parameters: after `fit` a head may sit
+    on a GPU while the processors produce CPU tensors."""
+    from accelerate.utils import send_to_device
+
+    return send_to_device(tensors, next(model.parameters()).device)
 
 
 def epoch_learning_rate(lr: float, epoch: int, epochs: int) -> float:
@@ -261,7 +299,8 @@ def _is_trainable(model: torch.nn.Module, key: str) -> bool:
 def classification_scores(model: Any, processor: Any, dataset: Any, batch_size: int) -> np.ndarray:
     """Sigmoid (multi-label) or softmax scores `(N, C)` of a classification head."""
     model.eval()
-    outputs = [model(pixel_values=pixels_of(processor, rows)).logits.float() for rows in batches(dataset, batch_size)]
+    outputs = [model(pixel_values=to_model_device(model, pixels_of(processor, rows))).logits.float().cpu()
+               for rows in batches(dataset, batch_size)]
     logits = torch.cat(outputs)
     multi = model.config.problem_type == "multi_label_classification"
     return (logits.sigmoid() if multi else logits.softmax(-1)).numpy()
@@ -271,7 +310,7 @@ def classification_scores(model: Any, processor: Any, dataset: Any, batch_size: 
 def cls_features(model: Any, processor: Any, dataset: Any, batch_size: int) -> torch.Tensor:
     """Final-norm CLS features `(N, D_v)` of a classification head's (frozen) encoder."""
     model.eval()
-    return torch.cat([model.split_tokens(model.encode(pixels_of(processor, rows)))[0].float()
+    return torch.cat([model.split_tokens(model.encode(to_model_device(model, pixels_of(processor, rows))))[0].float().cpu()
                       for rows in batches(dataset, batch_size)])
 
 
@@ -295,8 +334,8 @@ def segmentation_dice(model: Any, processor: Any, dataset: Any, column: str, bat
     model.eval()
     scores, positive = [], []
     for rows in batches(dataset, batch_size):
-        outputs = model(pixel_values=pixels_of(processor, rows))
-        predicted = torch.stack(processor.post_process_semantic_segmentation(outputs))
+        outputs = model(pixel_values=to_model_device(model, pixels_of(processor, rows)))
+        predicted = torch.stack(processor.post_process_semantic_segmentation(outputs)).cpu()
         references = segmentation_labels(processor, rows, column).numpy() == 1
         scores.append(dice_per_image(predicted.numpy() == 1, references))
         positive.append(references.any(axis=(1, 2)))
@@ -327,9 +366,9 @@ def detection_scores(model: Any, processor: Any, dataset: Any, task: str, batch_
     model.eval()
     predictions, references = [], []
     for rows in batches(dataset, batch_size):
-        outputs = model(pixel_values=pixels_of(processor, rows))
+        outputs = model(pixel_values=to_model_device(model, pixels_of(processor, rows)))
         for result, target in zip(processor.post_process_object_detection(outputs, threshold), detection_labels(processor, rows, task)):
-            predictions.append({k: v.numpy() for k, v in result.items()})
+            predictions.append({k: v.cpu().numpy() for k, v in result.items()})
             references.append({"boxes": box_cxcywh_to_xyxy(target["boxes"]).numpy(), "labels": target["class_labels"].numpy()})
     benchmark = detection_map(predictions, references, np.round(np.linspace(0.4, 0.75, 8), 2))
     return {"map": benchmark["map"], "coco_map": detection_map(predictions, references)["map"],
@@ -354,8 +393,8 @@ def report_metrics(model: Any, image_processor: Any, text_processor: Any, datase
     model.eval()
     generated, references = [], []
     for rows in batches(dataset, batch_size):
-        sequences = model.generate(pixel_values=pixels_of(image_processor, rows), num_beams=num_beams,
-                                   max_new_tokens=max_new_tokens)
+        sequences = model.generate(pixel_values=to_model_device(model, pixels_of(image_processor, rows)),
+                                   num_beams=num_beams, max_new_tokens=max_new_tokens).cpu()
         generated += text_processor.tokenizer.batch_decode(sequences, skip_special_tokens=True)
         references += report_targets(text_processor, rows["report"], model.config.decoder_max_length)[0]
     return {**corpus_bleu(generated, references), "rouge_l": rouge_l(generated, references),
@@ -399,6 +438,8 @@ def add_common_arguments(parser: Any, epochs: int = 10, lr: float = 1e-3, batch_
     parser.add_argument("--lr", type=float, default=lr)
     parser.add_argument("--lr_schedule", choices=LR_SCHEDULES, default="cosine",
                         help="cosine decay over the epochs, or constant (the ablation study's light budget)")
+    parser.add_argument("--mixed_precision", choices=("auto", "bf16", "fp16", "no"), default="auto",
+                        help="the heads' precision (accelerate): auto = bf16 on a GPU that supports it, fp32 on CPU")
     parser.add_argument("--min_epoch_examples", type=int, default=0,
                         help="repeat a smaller training subset within each epoch up to this many examples")
     parser.add_argument("--push_to_hub", action="store_true",
@@ -494,6 +535,8 @@ __all__ = [
     "fit",
     "fit_labelled",
     "fraction_of",
+    "head_accelerator",
+    "head_mixed_precision",
     "head_seed",
     "load_head",
     "load_pretrained",
@@ -508,6 +551,7 @@ __all__ = [
     "segmentation_labels",
     "summarise_repeats",
     "task_image_processor",
+    "to_model_device",
     "write_json",
     "write_results",
 ]

@@ -1,13 +1,36 @@
-"""One training configuration object: defaults < YAML/JSON file < command-line `--key=value` overrides."""
+"""One training configuration object: defaults < YAML/JSON file < command-line `--key value` / `--key=value`
+overrides, parsed by transformers' `HfArgumentParser` from the `TrainConfig` dataclass."""
 
 from __future__ import annotations
 
+import argparse
+import copy
 import dataclasses
 import json
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+
+class _BadValue(argparse.ArgumentTypeError, ValueError):
+    """A command-line value argparse reports with this message (a ValueError everywhere else)."""
+
+
+class JSONMapping(dict):
+    """A mapping field that the command line gives as JSON (`--model='{"lambda_ce": 0}'`): the field's type is
+    what `HfArgumentParser` calls on the string, and a plain `dict("...")` cannot read JSON."""
+
+    def __init__(self, value: Any = None) -> None:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise _BadValue(f"expects a JSON mapping, e.g. '{{\"lambda_ce\": 0}}', got {value!r}") from None
+            if not isinstance(value, dict):
+                raise _BadValue(f"expects a JSON mapping, got {value!r}")
+        super().__init__(value or {})
 
 
 #: The objective ablations of docs/METHOD.md as `PlaceConfig` overrides (examples/ablation.py, benchmarks/train_step.py).
@@ -26,7 +49,7 @@ class TrainConfig:
 
     # model: a preset plus PlaceConfig overrides (e.g. {"lambda_pcma": 0} for ITA-only)
     preset: str = "tiny"
-    model: dict[str, Any] = field(default_factory=dict)
+    model: JSONMapping = field(default_factory=JSONMapping)
     init_vision: str | None = None  # timm .safetensors checkpoint or folder
     init_text: str | None = None  # local Hugging Face BERT folder (its tokenizer is used too)
     tokenizer: str | None = None  # local tokenizer folder; None trains a WordPiece vocabulary on the reports
@@ -34,7 +57,7 @@ class TrainConfig:
     # data
     dataset: str = "synthetic"  # "synthetic" or a reader name of modeling_place.data.readers_place (e.g. "mimic-cxr")
     data_root: str | None = None
-    data_options: dict[str, Any] = field(default_factory=dict)
+    data_options: JSONMapping = field(default_factory=JSONMapping)
     synthetic_size: int | None = None  # pretraining pairs (None: docs/BENCHMARK.md's 20,000 + 1,000 validation)
     data_seed: int = 0
     max_length: int = 128
@@ -66,6 +89,8 @@ class TrainConfig:
     progress_bar: bool = True
 
     def __post_init__(self) -> None:
+        # `--trackers tensorboard,trackio` (the comma form of the earlier parser) as well as `--trackers a b`
+        self.trackers = [name for item in self.trackers for name in str(item).split(",") if name]
         checks = {
             "batch_size": self.batch_size >= 1, "grad_accum": self.grad_accum >= 1, "max_steps": self.max_steps >= 1,
             "lr": self.lr > 0, "num_workers": self.num_workers >= 0, "warmup_steps": self.warmup_steps >= 0,
@@ -105,85 +130,89 @@ def _read_file(path: str | Path) -> dict[str, Any]:
     return values
 
 
-def _field_kind(annotation: Any) -> tuple[type, bool]:
-    """The base type of a field annotation (`int | None` → int) and whether None is allowed."""
-    args = typing.get_args(annotation)
-    optional = type(None) in args
-    if args and typing.get_origin(annotation) not in (dict, list):
-        annotation = next(arg for arg in args if arg is not type(None))
-    return typing.get_origin(annotation) or annotation, optional
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Help lines end with each option's default as Python writes it (`default 'tiny'`)."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if action.option_strings and action.default is not argparse.SUPPRESS:
+            action = copy.copy(action)  # the parser's own action keeps its help
+            action.help = f"{action.help or ''} default {action.default!r}".strip().replace("%", "%%")
+        return super()._format_action(action)
 
 
-def _coerce(name: str, raw: str, annotation: Any) -> Any:
-    """Turn a command-line string into the field's type (JSON for dicts/lists, YAML-like booleans)."""
-    kind, optional = _field_kind(annotation)
-    if optional and raw.lower() in ("none", "null"):
-        return None
-    if kind in (dict, list):
-        try:
-            return json.loads(raw)
-        except json.JSONDecodeError:
-            if kind is list:
-                return [item for item in raw.split(",") if item]
-            raise ValueError(f"--{name} expects JSON, e.g. --{name}='{{\"lambda_ce\": 0}}', got {raw!r}") from None
-    if kind is bool:
-        if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise ValueError(f"--{name} expects true/false, got {raw!r}")
-        return raw.lower() in ("true", "1", "yes")
-    if kind in (int, float):
-        try:
-            return kind(raw)
-        except ValueError:
-            raise ValueError(f"--{name} expects {kind.__name__}, got {raw!r}") from None
-    return raw
+def train_config_parser() -> Any:
+    """`HfArgumentParser` over `TrainConfig` (each field an option; booleans also as `--no_<name>`)."""
+    from transformers import HfArgumentParser
 
-
-def _parse_overrides(argv: list[str], types: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
-    config_file, overrides, items = None, {}, list(argv)
-    while items:
-        item = items.pop(0)
-        if not item.startswith("--"):
-            if config_file is not None:
-                raise ValueError(f"unexpected argument {item!r}: give one config file, then --key=value overrides")
-            config_file = item
-            continue
-        key, has_value, value = item[2:].partition("=")
-        if not has_value:
-            if not items:
-                raise ValueError(f"--{key} needs a value")
-            value = items.pop(0)
-        key = key.replace("-", "_")
-        if key == "config":
-            config_file = value
-        elif key not in types:
-            raise ValueError(f"unknown option --{key}; valid options: {', '.join(sorted(types))}")
-        else:
-            overrides[key] = _coerce(key, value, types[key])
-    return config_file, overrides
+    return HfArgumentParser(TrainConfig, usage="[config.yaml|json] [--key value | --key=value ...]",
+                            description="defaults < config file < command line", formatter_class=_DefaultsFormatter,
+                            exit_on_error=False)
 
 
 def train_config_usage() -> str:
     """The `--help` text: the call shape, then every option with its default."""
-    lines = ["usage: [config.yaml|json] [--key=value ...]  (defaults < file < command line)", "", "options:"]
-    defaults = TrainConfig()
-    for option in dataclasses.fields(TrainConfig):
-        lines.append(f"  --{option.name:<24} default {getattr(defaults, option.name)!r}")
-    return "\n".join(lines)
+    return train_config_parser().format_help()
+
+
+def _split_config_file(argv: list[str]) -> tuple[str | None, list[str]]:
+    """The config file (first argument when it is not an option, or `--config PATH`) and the other arguments."""
+    config_file = None
+    if argv and not argv[0].startswith("-"):
+        config_file, argv = argv[0], argv[1:]
+    rest, items = [], list(argv)
+    while items:
+        item = items.pop(0)
+        if item == "--config" and items:
+            config_file = items.pop(0)
+        elif item.startswith("--config="):
+            config_file = item.partition("=")[2]
+        else:
+            rest.append(item)
+    return config_file, rest
+
+
+def _pop_nulls(argv: list[str]) -> tuple[list[str], dict[str, None]]:
+    """`--key=none` / `--key null` for an optional field → None (argparse would read an `int | None` field's
+    "none" as a bad int): taken out of `argv` and applied after parsing."""
+    hints = typing.get_type_hints(TrainConfig)
+    optional = {name for name, hint in hints.items() if type(None) in typing.get_args(hint)}
+    rest, nulls, items = [], {}, list(argv)
+    while items:
+        item = items.pop(0)
+        key, has_value, value = item.partition("=")
+        name = key[2:].replace("-", "_")
+        if name in optional and not has_value and items and items[0].lower() in ("none", "null"):
+            has_value, value = True, items.pop(0)
+        if name in optional and has_value and value.lower() in ("none", "null"):
+            nulls[name] = None
+        else:
+            rest.append(item if not has_value or "=" in item else f"{key}={value}")
+    return rest, nulls
 
 
 def load_train_config(argv: list[str] | None = None) -> TrainConfig:
-    """`[config.yaml|json] [--key=value ...]` → a validated `TrainConfig` (unknown keys are errors).
+    """`[config.yaml|json] [--key value | --key=value ...]` → a validated `TrainConfig` (unknown keys are errors).
 
-    `-h` / `--help` prints `train_config_usage()` and exits."""
-    if {"-h", "--help"} & set(argv or []):
-        print(train_config_usage())
-        raise SystemExit(0)
-    types = typing.get_type_hints(TrainConfig)
-    config_file, overrides = _parse_overrides(list(argv or []), types)
+    `-h` / `--help` prints `train_config_usage()` and exits. A `--model` mapping extends the file's."""
+    parser = train_config_parser()
+    config_file, argv = _split_config_file(list(argv or []))
+    argv, nulls = _pop_nulls(argv)
     values = _read_file(config_file) if config_file else {}
-    unknown = sorted(set(values) - set(types))
+    valid = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - valid)
     if unknown:
-        raise ValueError(f"config file {config_file}: unknown keys {unknown}; valid keys: {', '.join(sorted(types))}")
-    if "model" in overrides and "model" in values:  # a --model override extends the file's model mapping
-        overrides["model"] = {**values["model"], **overrides["model"]}
-    return TrainConfig(**{**values, **overrides})
+        raise ValueError(f"config file {config_file}: unknown keys {unknown}; valid keys: {', '.join(sorted(valid))}")
+    file_model = values.get("model")
+    parser.set_defaults(**{**values, **nulls})  # defaults < file < command line
+    try:
+        config, remaining = parser.parse_args_into_dataclasses(argv, return_remaining_strings=True,
+                                                               look_for_args_file=False)
+    except argparse.ArgumentError as error:  # "invalid int value: 'ten'" → "--max_steps expects int, got 'ten'"
+        message = re.sub(r"^invalid (\w+) value: ", r"expects \1, got ", error.message)
+        raise ValueError(f"{(error.argument_name or '').split('/')[0]} {message}") from None
+    if remaining:
+        option = remaining[0].partition("=")[0]
+        raise ValueError(f"unknown option {option}; valid options: {', '.join(sorted(valid))}")
+    if file_model is not None and config.model is not file_model:  # --model was given: extend the file's mapping
+        config.model = JSONMapping({**file_model, **config.model})
+    return config

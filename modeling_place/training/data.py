@@ -6,6 +6,8 @@ every batch keeps its size: the contrastive all-gather needs equal batches on ev
 
 from __future__ import annotations
 
+import os
+import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +27,42 @@ from .config import TrainConfig
 MAX_CONSECUTIVE_BAD = 64
 
 
+#: The launch that really starts 2 ranks on CPU (gloo); the same as `--config_file examples/accelerate/cpu_ddp.yaml`.
+CPU_DDP_LAUNCH = ("accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no "
+                  "--dynamo_backend no")
+ALLOW_SINGLE_PROCESS = "PLACE_ALLOW_SINGLE_PROCESS"
+
+
 def distributed_state() -> Any:
     """accelerate's shared process state; on a machine without CUDA it must be told `cpu=True`, or
-    `accelerate launch --multi_gpu` starts N independent single-process runs instead of gloo DDP."""
+    `accelerate launch --multi_gpu` starts N independent single-process runs instead of gloo DDP.
+    Raises when the launch asked for several processes and started one (`require_requested_processes`)."""
     from accelerate import PartialState
 
-    return PartialState(cpu=not torch.cuda.is_available())
+    state = PartialState(cpu=not torch.cuda.is_available())
+    require_requested_processes(state.num_processes)
+    return state
+
+
+def require_requested_processes(num_processes: int) -> None:
+    """Fail loudly where `accelerate launch` was asked for N > 1 processes but started this one alone.
+
+    accelerate's single-process launcher (taken by `--cpu --num_processes N`, a bare `--num_processes N` without
+    GPUs, a MULTI_CPU config without mpirun) sets MASTER_PORT only when asked for more than one process and, unlike
+    torchrun, no WORLD_SIZE: such a run trains on one rank while its user believes in N.
+    """
+    env = os.environ
+    launched_by_accelerate = "ACCELERATE_DYNAMO_BACKEND" in env  # set by every `accelerate launch`
+    if num_processes > 1 or not launched_by_accelerate or env.get(ALLOW_SINGLE_PROCESS) == "1":
+        return
+    if "MASTER_PORT" in env and "WORLD_SIZE" not in env:
+        script = sys.argv[0] if sys.argv and sys.argv[0] not in ("", "-c") else "examples/pretrain.py"
+        raise RuntimeError(
+            "accelerate launch was asked for several processes but started 1 (its single-process launcher: "
+            "`--cpu`, `--num_processes N` without GPUs, or a MULTI_CPU config without mpirun). "
+            f"On CPU, start 2 gloo ranks with:\n  {CPU_DDP_LAUNCH} {script} ...\n"
+            f"(or --config_file examples/accelerate/cpu_ddp.yaml). Set {ALLOW_SINGLE_PROCESS}=1 if MASTER_PORT is "
+            "set for another reason and one process is what you want.")
 
 
 @dataclass
@@ -188,8 +220,8 @@ def build_processor(tokenizer: Any, image_size: int, max_sentences: int, max_len
 def run_processor(config: TrainConfig, splits: PairSplits, max_sentences: int, image_size: int) -> PlaceProcessor:
     """The run's processor, built once by the main process and saved in `run_dir/processor`.
 
-    Every rank and every resumed run loads that saved copy: WordPiece training breaks count ties
-    arbitrarily, so two trainings on the same reports can give different vocabularies.
+    Every rank and every resumed run loads that saved copy. The trained vocabulary is deterministic
+    (`train_wordpiece_tokenizer`), but the copy pins it against a changed corpus or a newer scheme.
     """
     saved = Path(config.run_dir) / "processor"
     state = distributed_state()

@@ -2,15 +2,14 @@
 
 It owns mixed precision, gradient accumulation and clipping, AdamW with weight-decay groups, a cosine
 schedule with warm-up, periodic validation (loss and image-to-report Recall@1/5), rotating checkpoints with
-exact resume (step, epoch, position in the epoch, RNG states, scheduler), trackers, a progress bar, bad-sample
-accounting and a guard that stops on a non-finite loss without overwriting the last good checkpoint.
+exact resume (step, epoch, position in the epoch, RNG states, scheduler; atomic and pickle-free: checkpoint.py),
+trackers, a progress bar, bad-sample accounting and a guard that stops on a non-finite loss without overwriting the
+last good checkpoint.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import re
 import shutil
 import time
 from pathlib import Path
@@ -21,13 +20,15 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
+from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from modeling_place import PlaceModel
 from modeling_place.processing.processing_place import PlaceProcessor
 from modeling_place.publishing import write_model_card
 
+from . import checkpoint as checkpointing
 from .config import TrainConfig
-from .data import EpochShuffleSampler, ImageReportPairs, PairSplits, PlaceCollator
+from .data import EpochShuffleSampler, ImageReportPairs, PairSplits, PlaceCollator, distributed_state
 
 # PlaceConfig.to_dict() entries that differ between equal models (library version, where it was loaded from)
 VOLATILE_CONFIG_KEYS = frozenset({"transformers_version", "_name_or_path", "_commit_hash", "architectures", "auto_map"})
@@ -42,7 +43,7 @@ class NonFiniteLossError(RuntimeError):
 
 
 class TrainProgress:
-    """Counters saved with every checkpoint (`accelerator.register_for_checkpointing`)."""
+    """Counters saved with every checkpoint (as `trainer_state.json`, see `checkpoint.py`)."""
 
     def __init__(self) -> None:
         self.step = 0
@@ -55,15 +56,10 @@ class TrainProgress:
         return dict(vars(self))
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        vars(self).update(state)
-
-
-def cosine_with_warmup(step: int, warmup: int, total: int, min_ratio: float) -> float:
-    """LR multiplier: linear warm-up to 1, then cosine decay to `min_ratio` at `total` steps."""
-    if step < warmup:
-        return (step + 1) / (warmup + 1)
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        unknown = set(state) - set(vars(self))
+        if unknown:
+            raise ValueError(f"unknown trainer state entries {sorted(unknown)}")
+        vars(self).update({k: int(v) for k, v in state.items()})
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -107,32 +103,32 @@ class PlaceTrainer:
         self.skipped_rows = splits.skipped_rows
         self.run_dir = Path(config.run_dir)
         self.accelerator = self._make_accelerator(model)
+        checkpointing.require_supported(self.accelerator)
         set_seed(config.seed)
         if config.gradient_checkpointing:
             model.activation_checkpointing_enable()
         self.progress = TrainProgress()
         optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.98))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: cosine_with_warmup(step, config.warmup_steps, config.max_steps, config.min_lr_ratio)
-        )
+        # transformers' schedule: linear warm-up from 0, then a half cosine down to min_lr_ratio x lr at max_steps
+        self.scheduler = get_cosine_with_min_lr_schedule_with_warmup(
+            optimizer, config.warmup_steps, config.max_steps, min_lr_rate=config.min_lr_ratio)
         self.sampler = EpochShuffleSampler(len(splits.train), config.seed)
         train_loader = self._loader(splits.train, splits, train=True)
         val_loader = self._loader(splits.validation, splits, train=False) if splits.validation is not None else None
         self.model, self.optimizer, self.train_loader = self.accelerator.prepare(model, optimizer, train_loader)
         self.val_loader = self.accelerator.prepare(val_loader) if val_loader is not None else None
-        self.accelerator.register_for_checkpointing(self.scheduler, self.progress)
         self.history: list[dict[str, float]] = []
-        self._pending_skipped = 0
+        self._pending = torch.zeros(2)  # this rank's (samples, skipped) since the last sync
         self.last_validation: tuple[int, dict[str, float]] | None = None
 
     # -- set-up ------------------------------------------------------------------------------------------
     def _make_accelerator(self, model: PlaceModel) -> Accelerator:
+        distributed_state()  # raises where a launch asked for N > 1 processes and started one
         weights = model.config.loss_weights
         # An objective switched off leaves its heads without gradients; DDP must be told.
         ddp = DistributedDataParallelKwargs(find_unused_parameters=min(weights.values()) == 0)
-        project = ProjectConfiguration(
-            project_dir=str(self.run_dir), automatic_checkpoint_naming=True, total_limit=self.config.keep_checkpoints
-        )
+        # Checkpoints are written by checkpoint.py, not accelerate's save_state (pickled state, not atomic).
+        project = ProjectConfiguration(project_dir=str(self.run_dir))
         return Accelerator(
             cpu=not torch.cuda.is_available(),  # see modeling_place.training.data.distributed_state
             mixed_precision=resolve_mixed_precision(self.config.mixed_precision),
@@ -167,20 +163,20 @@ class PlaceTrainer:
 
     # -- checkpoints -------------------------------------------------------------------------------------
     def checkpoints(self) -> list[Path]:
-        """Saved checkpoints of this run, oldest first."""
-        folder = self.run_dir / "checkpoints"
-        found = [p for p in folder.glob("checkpoint_*") if re.fullmatch(r"checkpoint_\d+", p.name)] if folder.exists() else []
-        return sorted(found, key=lambda p: int(p.name.split("_")[1]))
+        """Complete checkpoints of this run (`checkpoints/checkpoint_<step>`), oldest first."""
+        return checkpointing.complete_checkpoints(self.run_dir / "checkpoints")
 
     def maybe_resume(self) -> bool:
-        """Load the newest checkpoint of `run_dir` (model, optimizer, scheduler, RNG, counters)."""
-        found = self.checkpoints()
-        if not (self.config.resume and found):
+        """Load the newest complete checkpoint of `run_dir` (model, optimizer, scheduler, RNG, counters)."""
+        if not self.config.resume:
+            return False
+        newest = checkpointing.newest_resumable(self.run_dir / "checkpoints")
+        if newest is None:
             return False
         self._check_same_model()
-        self.accelerator.load_state(str(found[-1]))
-        self.accelerator.project_configuration.iteration = int(found[-1].name.split("_")[1]) + 1
-        self.accelerator.print(f"resumed from {found[-1]} at step {self.progress.step}")
+        state = checkpointing.load_checkpoint(self.accelerator, newest, self.model, self.optimizer, self.scheduler)
+        self.progress.load_state_dict(state)
+        self.accelerator.print(f"resumed from {newest} at step {self.progress.step}")
         return True
 
     def _model_config(self) -> dict[str, Any]:
@@ -202,16 +198,20 @@ class PlaceTrainer:
             raise ValueError(f"{self.run_dir} holds checkpoints of a different model ({details}). Pass the same "
                              "--model overrides, a new --run_dir, or --resume=false to start over.")
 
-    def _sync_skipped(self) -> None:
-        """Add every rank's bad samples since the last sync to the global counter."""
-        pending = torch.tensor(float(self._pending_skipped), device=self.accelerator.device)
-        self.progress.skipped += int(self.accelerator.reduce(pending, "sum").item())
-        self._pending_skipped = 0
+    def _sync_counters(self) -> None:
+        """Add every rank's samples and bad samples since the last sync to the global counters: measured, not
+        inferred from the process count, so a launch that silently started one rank shows in `samples`."""
+        samples, skipped = self.accelerator.reduce(self._pending.to(self.accelerator.device), "sum").tolist()
+        self.progress.samples += int(samples)
+        self.progress.skipped += int(skipped)
+        self._pending.zero_()
 
     def save_checkpoint(self) -> None:
         self._raise_if_nonfinite()  # never overwrite a good checkpoint with diverged weights
-        self._sync_skipped()
-        self.accelerator.save_state()
+        self._sync_counters()
+        checkpointing.save_checkpoint(self.accelerator, self.run_dir / "checkpoints", self.progress.step, self.model,
+                                      self.optimizer, self.scheduler, self.progress.state_dict(),
+                                      keep=self.config.keep_checkpoints)
         if self.accelerator.is_main_process:
             self.config.save(self.run_dir / "train_config.json")
             (self.run_dir / "model_config.json").write_text(json.dumps(self._model_config(), indent=2, sort_keys=True))
@@ -233,7 +233,9 @@ class PlaceTrainer:
         return self._summary(initial, start_step, time.perf_counter() - start_time)
 
     def _epoch_batches(self):
-        self.sampler.set_epoch(self.progress.epoch)
+        # Through the prepared loader: accelerate's DataLoaderShard keeps its own epoch counter (0 in a restarted
+        # process) and pushes it into the sampler when iterated, which would replay epoch 0's order after a resume.
+        self.train_loader.set_epoch(self.progress.epoch)
         if self.progress.batch_in_epoch:
             return self.accelerator.skip_first_batches(self.train_loader, self.progress.batch_in_epoch)
         return self.train_loader
@@ -254,8 +256,8 @@ class PlaceTrainer:
 
     def _train_batch(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         self.model.train()
-        self.progress.samples += batch["pixel_values"].shape[0] * self.accelerator.num_processes
-        self._pending_skipped += int(batch["skipped"])  # a CPU tensor from the collator: no device sync
+        # CPU tensors from the collator: counting them needs no device sync
+        self._pending += torch.tensor([batch["pixel_values"].shape[0], int(batch["skipped"])], dtype=torch.float32)
         with self.accelerator.accumulate(self.model):
             output = self.model(**{k: batch[k] for k in MODEL_INPUTS}, return_loss=True)
             self._nonfinite |= ~torch.isfinite(output.loss.detach())
@@ -279,7 +281,7 @@ class PlaceTrainer:
 
     def _log_train(self, losses: torch.Tensor, bar: tqdm, start_step: int, start_time: float) -> None:
         self._raise_if_nonfinite()
-        self._sync_skipped()
+        self._sync_counters()
         self._check_bad_fraction()
         values = dict(zip(("loss", "loss_ita", "loss_pcma", "loss_ce"), self.accelerator.reduce(losses, "mean").tolist()))
         elapsed = max(time.perf_counter() - start_time, 1e-9)
@@ -337,7 +339,7 @@ class PlaceTrainer:
 
     # -- results -----------------------------------------------------------------------------------------
     def _summary(self, initial: dict[str, float] | None, start_step: int, seconds: float) -> dict[str, Any]:
-        self._sync_skipped()
+        self._sync_counters()
         final = {}
         if self.val_loader is not None:
             step, metrics = self.last_validation or (-1, {})

@@ -17,7 +17,7 @@ import torch
 from modeling_place.evaluation.downstream import (
     LinearProbe, Stopwatch, add_common_arguments, add_fraction_arguments, auroc_of, classification_scores,
     cls_features, fine_tune_fractions, fit, fit_labelled, load_head, load_split, run_from_command_line,
-    write_results,
+    to_model_device, write_results,
 )
 from modeling_place import PlaceForImageClassification
 from modeling_place.data.synthetic_cxr import FINDINGS
@@ -59,9 +59,11 @@ def _fit_linear_probe(head: Any, processor: Any, train: Any, validation: Any, se
     steps = lambda epoch: ({"features": features["train"][index], "labels": labels[index]}  # noqa: E731
                            for index in torch.randperm(len(labels), generator=torch.Generator().manual_seed(epoch))
                            .split(settings.batch_size))
-    validate = lambda: auroc_of(head.classifier(features["validation"]).sigmoid().detach().numpy(),  # noqa: E731
-                                validation, FINDINGS)["auroc"]
-    return fit(LinearProbe(head), steps, validate, settings.epochs, settings.lr, schedule=settings.lr_schedule)
+    validate = lambda: auroc_of(  # noqa: E731
+        head.classifier(to_model_device(head, features["validation"])).sigmoid().detach().cpu().numpy(),
+        validation, FINDINGS)["auroc"]
+    return fit(LinearProbe(head), steps, validate, settings.epochs, settings.lr, schedule=settings.lr_schedule,
+               mixed_precision=getattr(settings, "mixed_precision", "auto"))
 
 
 def parser() -> argparse.ArgumentParser:

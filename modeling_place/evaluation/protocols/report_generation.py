@@ -18,7 +18,7 @@ from transformers import AutoProcessor
 import modeling_place  # noqa: F401  (registers PlaceProcessor with AutoProcessor)
 from modeling_place.evaluation.downstream import (
     Stopwatch, add_common_arguments, batches, fit, head_seed, load_split, pixels_of, report_metrics, report_targets,
-    run_from_command_line, save_head, task_image_processor, write_results,
+    run_from_command_line, save_head, task_image_processor, to_model_device, write_results,
 )
 from modeling_place import PlaceForReportGeneration
 
@@ -46,11 +46,12 @@ def run(settings: argparse.Namespace) -> dict:
 
     @torch.no_grad()
     def validate() -> float:  # negative teacher-forced loss: higher is better
-        losses = [model(**batch).loss.item() for batch in teacher_forced_batches(validation)]
+        losses = [model(**to_model_device(model, batch)).loss.item() for batch in teacher_forced_batches(validation)]
         return -float(sum(losses) / len(losses))
 
     step_batches = lambda epoch: teacher_forced_batches(train, shuffle=True, seed=epoch)  # noqa: E731
-    trained = fit(model, step_batches, validate, settings.epochs, settings.lr, schedule=settings.lr_schedule)
+    trained = fit(model, step_batches, validate, settings.epochs, settings.lr, schedule=settings.lr_schedule,
+                  mixed_precision=getattr(settings, "mixed_precision", "auto"))
     metrics = report_metrics(model, image_processor, text_processor, data["test"], settings.batch_size,
                              settings.num_beams, settings.max_length - 1)
     print("   test " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "example"))
