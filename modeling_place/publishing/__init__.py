@@ -64,7 +64,7 @@ __all__ = [
 ]
 
 #: Packages whose classes can be shipped as Hub custom code.
-CODE_PACKAGES = ("modeling_place", "processing")
+CODE_PACKAGES = ("modeling_place",)  # it re-exports the processors of modeling_place.processing
 #: Default folder of the card templates: the repository's `model_cards/`, installed as package data
 #: (`modeling_place.model_cards`), so a wheel install renders cards too.
 TEMPLATE_DIR = Path(str(importlib.resources.files("modeling_place.model_cards")))
@@ -183,7 +183,7 @@ def detect_variant(folder: str | os.PathLike) -> str:
 
 
 def _find_class(name: str) -> type:
-    """A class exported by one of the installed PLACE packages (`modeling_place`, `processing`)."""
+    """A class exported by the installed PLACE package (`modeling_place`)."""
     for package in CODE_PACKAGES:
         try:
             module = importlib.import_module(package)
