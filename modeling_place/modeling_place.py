@@ -43,7 +43,8 @@ class PlaceOutput(ModelOutput):
 
     `logits_per_image` is `(B, B)` image-to-report similarity scaled by the logit scale;
     `observation_embeds` are the V-PORs `(B, M, d)` and `observation_attentions` where they look `(B, M, N)`;
-    `sentence_embeds` are the T-PORs `(B, K, d)` with `sentence_mask` `(B, K)`.
+    `sentence_embeds` are the T-PORs `(B, K, d)` with `sentence_mask` `(B, K)`; with `return_loss=True` and a joint
+    `pcma_space`, `patch_embeds` are the normalised joint-space patches `(B, N, d)` the PCMA patch term reads.
     """
 
     loss: Tensor | None = None

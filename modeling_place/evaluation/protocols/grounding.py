@@ -95,10 +95,11 @@ def run(settings: argparse.Namespace) -> dict:
         random_model = type(model)(model.config).eval()
         rows_out += encoder_rows(random_model, processor, pixels, ground, masks, both, settings,
                                  encoder="random_init", seed=seed)
-    for index, folder in enumerate(settings.ita_only):
-        model, processor, _ = load_pretrained(argparse.Namespace(model=folder))
-        rows_out += encoder_rows(model, processor, pixels, ground, masks, ("cosine",), settings,
-                                 encoder="ita_only", seed=training_seed(folder, index), folder=folder)
+    for index, folder in enumerate(settings.ita_only):  # each at its own input resolution
+        model, processor, ita_images = load_pretrained(argparse.Namespace(model=folder))
+        ita_masks = segmentation_labels(ita_images, ground, "mask").numpy().astype(bool)
+        rows_out += encoder_rows(model, processor, pixels_of(ita_images, ground), ground, ita_masks, ("cosine",),
+                                 settings, encoder="ita_only", seed=training_seed(folder, index), folder=folder)
     rows_out += prior_rows(settings, image_processor, ground, masks)
     protocol = {"pairs": len(masks), "split": "ground", "data_seed": settings.seed, "prior_data_seed": settings.seed + 1000,
                 "resolution": list(masks.shape[1:]), "smoothing_sigma_patches": settings.sigma,
