@@ -32,7 +32,9 @@ from transformers.modeling_outputs import CausalLMOutput, ImageClassifierOutput,
 from transformers.utils import ModelOutput
 
 from .configuration_place import HEAD_OPTION_NAMES, PlaceConfig
-from .modeling_place import PlaceAttention, PlaceMLP, PlaceObservationExtractor, PlacePreTrainedModel, vit_forward
+from .modeling_place import (
+    PlaceAttention, PlaceMLP, PlaceObservationExtractor, PlacePreTrainedModel, joint_space_patches, vit_forward,
+)
 
 #: The heads' options and their defaults: declared fields of `PlaceConfig` (configuration_place.py).
 HEAD_DEFAULTS: dict[str, Any] = {name: PlaceConfig.__dataclass_fields__[name].default for name in HEAD_OPTION_NAMES}
@@ -141,10 +143,7 @@ class PlaceHeadPreTrainedModel(PlacePreTrainedModel):
         with self.encoder_context():
             tokens, embeddings = vit_forward(self.vit, pixel_values)
             patches = self.split_tokens(tokens)[1]
-            if self.local_projection is not None:
-                return patches, self.observation_extractor(patches, self.local_projection(embeddings))[0]
-            joint = None if self.vision_projection is None else self.vision_projection(patches)
-            return patches, self.observation_extractor(patches, joint)[0]
+            return patches, self.observation_extractor(patches, joint_space_patches(self, patches, embeddings))[0]
 
     def split_tokens(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
         """`(CLS (B, D_v), patches (B, N, D_v))` of a token sequence."""

@@ -216,13 +216,23 @@ def vit_forward(vit: nn.Module, pixel_values: Tensor, patch_mask: Tensor | None 
     return tokens, taken[0]
 
 
+def joint_space_patches(model: nn.Module, patches: Tensor, embeddings: Tensor) -> Tensor | None:
+    """The patches' joint-space embeddings `(B, N, d)` a joint VPOE pools (None for `pcma_space="separate"`): the
+    image projection of the final-norm `patches`, or (`"local"`) the local projection of the patch `embeddings`.
+    `model` is a `PlaceModel` or a head holding the same projections."""
+    space = model.config.pcma_space
+    if space == "separate":
+        return None
+    return model.local_projection(embeddings) if space == "local" else model.vision_projection(patches)
+
+
 class PlaceObservationExtractor(nn.Module):
     """VPOE: M learnable queries decode the patch tokens into V-PORs, each with its map over the patches.
 
     `pcma_space="separate"` (the paper's VPOE): a V-POR is the decoded query under the VPOE's own projection,
     and its map is the last decoder layer's cross-attention. `pcma_space="joint"`: a single-head pooling
     attention places each decoded query on the patch grid, and the V-POR is the attention-weighted mean of the
-    patches' joint-space embeddings, so it can only say what lies under its map (docs/METHOD.md, "Grounding").
+    patches' joint-space embeddings, so it can only say what lies under its map (docs/METHOD.md, section 15).
     """
 
     def __init__(self, config: PlaceConfig, vision_dim: int) -> None:
@@ -439,24 +449,16 @@ class PlaceModel(PlacePreTrainedModel):
         (BioViL's patch embeddings: their cosine with a sentence embedding is a grounding map), or with
         `pcma_space="local"` the local projection of each patch embedding."""
         tokens, embeddings = self.encode_image(pixel_values)
-        return F.normalize(self._joint_patches(tokens[:, self.num_prefix_tokens :], embeddings), dim=-1)
-
-    def _joint_patches(self, patches: Tensor, embeddings: Tensor) -> Tensor:
-        if self.local_projection is not None:
-            return self.local_projection(embeddings)
-        return self.vision_projection(patches)
+        patches = tokens[:, self.num_prefix_tokens :]
+        joint = joint_space_patches(self, patches, embeddings)
+        return F.normalize(self.vision_projection(patches) if joint is None else joint, dim=-1)
 
     def get_observation_features(self, pixel_values: Tensor) -> PlaceObservationOutput:
         """V-PORs `(B, M, d)`, their maps over the patches `(B, M, N)` and the global embedding, one ViT pass."""
         tokens, embeddings = self.encode_image(pixel_values)
         patches = tokens[:, self.num_prefix_tokens :]
-        observations, attentions = self._observe(patches, embeddings)
+        observations, attentions = self.observation_extractor(patches, joint_space_patches(self, patches, embeddings))
         return PlaceObservationOutput(observations, attentions, patches, self._image_embeds(tokens))
-
-    def _observe(self, patches: Tensor, embeddings: Tensor) -> tuple[Tensor, Tensor]:
-        """The VPOE on final-norm patches; a joint-space VPOE also pools the patches' joint-space embeddings."""
-        joint = self.config.pcma_space != "separate"
-        return self.observation_extractor(patches, self._joint_patches(patches, embeddings) if joint else None)
 
     def get_sentence_features(
         self, input_ids: Tensor, attention_mask: Tensor | None, sentence_ids: Tensor
@@ -522,7 +524,7 @@ class PlaceModel(PlacePreTrainedModel):
         image_embeds, text_embeds = self._image_embeds(tokens), self._text_embeds(text_states, attention_mask)
         # Training without PCMA (ITA-only, ITA+CE) skips the VPOE and T-PORs: nothing would use them.
         observe = not return_loss or self.config.lambda_pcma > 0
-        joint = self._joint_patches(patches, embeddings) if observe and self.config.pcma_space != "separate" else None
+        joint = joint_space_patches(self, patches, embeddings) if observe else None
         observations, attentions = self.observation_extractor(patches, joint) if observe else (None, None)
         use_sentences = observe and sentence_ids is not None
         sentences = self._sentence_features(text_states, sentence_ids) if use_sentences else None
