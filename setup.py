@@ -23,7 +23,7 @@ EXTRAS = {
     "docs": ["matplotlib"],  # examples/ablation_report.py's plots
 }
 # the metric modules' libraries (metrics/<name>/requirements.txt): the cider and rouge_l modules call pycocoevalcap
-TEST_TOOLS = ["pytest", "pytest-timeout", "hypothesis", "wheel"]  # wheel: tests/test_packaging.py builds one
+TEST_TOOLS = ["pytest", "pytest-timeout", "hypothesis", "wheel", "peft"]  # wheel: test_packaging builds one; peft: LoRA on heads
 EXTRAS["test"] = sorted(set(EXTRAS["train"] + EXTRAS["dicom"] + EXTRAS["eval"] + EXTRAS["docs"] + TEST_TOOLS))
 EXTRAS["dev"] = sorted(set(EXTRAS["test"] + EXTRAS["trackers"] + ["ruff"]))
 

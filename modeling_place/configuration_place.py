@@ -115,7 +115,9 @@ class PlaceConfig(PreTrainedConfig):
         lambda_ita, lambda_pcma, lambda_ce (`float`, 1.0): 0 switches an objective off (not ITA and PCMA both).
         initializer_range (`float`, 0.02): std of the linear layers at initialisation.
     Heads (read by `heads_place.py` only):
-        freeze_encoder (`bool`, True): the encoder runs without gradients (linear probe / frozen backbone).
+        freeze_encoder (`bool`, False): freeze the pretrained encoder (linear probe / frozen backbone). Like every
+            transformers `…ForImageClassification`, a head fine-tunes its encoder unless asked; the evaluation
+            protocols that freeze it pass `freeze_encoder=True`.
         classifier_dropout (`float`, 0.0): dropout before the classification layer.
         segmentation_levels (`int`, 4): evenly spaced ViT blocks feeding the segmentation decoder.
         segmentation_decoder_dim (`int`, 64): width of the segmentation decoder.
@@ -165,7 +167,7 @@ class PlaceConfig(PreTrainedConfig):
     lambda_ce: float | int = 1.0
     initializer_range: float = 0.02
     # -- heads ------------------------------------------------------------------------------------------
-    freeze_encoder: bool = True
+    freeze_encoder: bool = False
     classifier_dropout: float | int = 0.0
     segmentation_levels: int = 4
     segmentation_decoder_dim: int = 64

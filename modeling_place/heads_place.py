@@ -3,8 +3,11 @@
 Every head holds the pretrained image encoder under the attribute names of [`PlaceModel`] (`vision_model`,
 and `observation_extractor` for report generation), so `from_pretrained` on a pretraining folder loads the
 towers directly (the text tower and the pretraining heads are reported as unused keys) and a saved head
-round-trips unchanged. With `config.freeze_encoder` (the default) the encoder runs without gradients and
-stays in eval mode whatever `.train()` is called with.
+round-trips unchanged. A head fine-tunes its encoder by default, like every transformers `…For<Task>`; with
+`config.freeze_encoder=True` (the linear-probe / frozen-backbone protocols) the encoder's parameters are frozen
+once, at construction, and it stays in eval mode whatever `.train()` is called with. Parameters added later (PEFT
+LoRA adapters) keep their `requires_grad`, and the encoder runs with gradients whenever any of its parameters
+needs them.
 
 Head options are declared fields of `PlaceConfig` (defaults in `HEAD_DEFAULTS`); a saved head records them all.
 
@@ -29,12 +32,14 @@ from torch import Tensor, nn
 from transformers import GenerationConfig, GenerationMixin, TimmWrapperModel
 from transformers import initialization as init
 from transformers.modeling_outputs import CausalLMOutput, ImageClassifierOutput, SemanticSegmenterOutput
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
 from .configuration_place import HEAD_OPTION_NAMES, PlaceConfig
 from .modeling_place import (
     PlaceAttention, PlaceMLP, PlaceObservationExtractor, PlacePreTrainedModel, joint_space_patches, vit_forward,
 )
+
+logger = logging.get_logger(__name__)
 
 #: The heads' options and their defaults: declared fields of `PlaceConfig` (configuration_place.py).
 HEAD_DEFAULTS: dict[str, Any] = {name: PlaceConfig.__dataclass_fields__[name].default for name in HEAD_OPTION_NAMES}
@@ -105,23 +110,47 @@ class PlaceHeadPreTrainedModel(PlacePreTrainedModel):
 
     def post_init(self) -> None:
         super().post_init()
-        self._apply_freeze()
+        self._freeze_encoder()
+        self._keep_frozen_encoder_in_eval()
 
-    def _apply_freeze(self) -> None:
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
+        """`PreTrainedModel.from_pretrained`, then the freeze again: loading replaces the parameters it marked."""
+        loaded = super().from_pretrained(*args, **kwargs)
+        (loaded[0] if isinstance(loaded, tuple) else loaded)._freeze_encoder()  # output_loading_info=True: a tuple
+        return loaded
+
+    def _freeze_encoder(self) -> None:
+        """With `freeze_encoder`, stop the encoder's own parameters; adapters added afterwards (PEFT LoRA) keep theirs."""
         if self.config.freeze_encoder:
             for module in self.encoder_modules():
                 module.requires_grad_(False)
+
+    def encoder_is_trained(self) -> bool:
+        """Whether any encoder parameter (a LoRA adapter on a frozen encoder included) receives gradients."""
+        return any(p.requires_grad for module in self.encoder_modules() for p in module.parameters())
+
+    def _keep_frozen_encoder_in_eval(self) -> None:
+        if self.config.freeze_encoder:
+            for module in self.encoder_modules():
                 module.eval()
 
     def train(self, mode: bool = True) -> "PlaceHeadPreTrainedModel":
-        """Like `nn.Module.train`, but a frozen encoder stays in eval mode (no dropout, fixed statistics)."""
+        """Like `nn.Module.train`, but a frozen encoder stays in eval mode (no dropout, fixed statistics).
+
+        The first call in training mode logs how many parameters will train (adapters included)."""
         super().train(mode)
-        self._apply_freeze()
+        self._keep_frozen_encoder_in_eval()
+        if mode and not getattr(self, "_logged_parameters", False):
+            self._logged_parameters = True
+            trainable, total = self.num_parameters(only_trainable=True), self.num_parameters()
+            logger.info(f"{type(self).__name__}: {trainable:,} of {total:,} parameters trainable "
+                        f"({'frozen' if self.config.freeze_encoder else 'fine-tuned'} encoder)")
         return self
 
     def encoder_context(self) -> contextlib.AbstractContextManager:
-        """`torch.no_grad()` around a frozen encoder (no activations kept), a no-op when fine-tuning."""
-        return torch.no_grad() if self.config.freeze_encoder else contextlib.nullcontext()
+        """`torch.no_grad()` around an encoder nothing in which is trained (no activations kept)."""
+        return contextlib.nullcontext() if self.encoder_is_trained() else torch.no_grad()
 
     def encode(self, pixel_values: Tensor) -> Tensor:
         """Final-norm ViT tokens `(B, prefix + N, D_v)`."""

@@ -1,6 +1,7 @@
 """Downstream heads: pretrained-tower loading, losses, Auto classes (installed and remote code), pipelines, training."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -67,10 +68,10 @@ def _main_output(output):
 
 # ------------------------------------------------------------------------------------------ pretrained tower
 @pytest.mark.parametrize("auto_class", list(HEADS))
-def test_head_loads_pretrained_encoder_and_keeps_it_frozen(pretrained_dir, auto_class):
+def test_head_loads_pretrained_encoder_and_keeps_it_frozen_when_asked(pretrained_dir, auto_class):
     head_class, kwargs = HEADS[auto_class]
     base = PlaceModel.from_pretrained(pretrained_dir)
-    head = head_class.from_pretrained(pretrained_dir, **kwargs)
+    head = head_class.from_pretrained(pretrained_dir, freeze_encoder=True, **kwargs)
     for name, value in base.vision_model.state_dict().items():
         torch.testing.assert_close(head.vision_model.state_dict()[name], value, rtol=0, atol=0, msg=name)
     if head.observation_extractor is not None:
@@ -123,11 +124,46 @@ def test_report_generation_reads_the_pretrained_observations(tmp_path, pcma_spac
     assert (head.local_projection is not None) == (pcma_space == "local")
 
 
-def test_full_fine_tune_trains_the_encoder(pretrained_dir):
-    head = PlaceForImageClassification.from_pretrained(pretrained_dir, num_labels=3, freeze_encoder=False).train()
-    assert head.vision_model.training
-    head(_pixels(), labels=torch.tensor([0, 2])).loss.backward()
+@pytest.mark.parametrize("auto_class", list(HEADS))
+def test_heads_fine_tune_the_encoder_by_default(pretrained_dir, auto_class, caplog):
+    """Like every transformers `…ForImageClassification`: `from_pretrained(folder, num_labels=…)` trains it all."""
+    head_class, kwargs = HEADS[auto_class]
+    head = head_class.from_pretrained(pretrained_dir, **kwargs).train()
+    assert head.config.freeze_encoder is False and head.vision_model.training
+    output = head(**_head_inputs(head))
+    _main_output(output).float().square().mean().backward()
     assert head.vision_model.timm_model.patch_embed.proj.weight.grad is not None
+    assert head.num_parameters(only_trainable=True) == head.num_parameters()
+
+
+def test_head_logs_trainable_and_total_parameters(pretrained_dir, caplog):
+    head = PlaceForImageClassification.from_pretrained(pretrained_dir, num_labels=3, freeze_encoder=True)
+    with caplog.at_level(logging.INFO, logger="modeling_place.heads_place"):
+        head.train()
+        head.train()  # logged once, at the first switch to training
+    trainable, total = head.num_parameters(only_trainable=True), head.num_parameters()
+    assert 0 < trainable < total
+    expected = f"{trainable:,} of {total:,} parameters trainable (frozen encoder)"
+    assert [expected in message for message in caplog.messages].count(True) == 1, caplog.messages
+
+
+@pytest.mark.parametrize("freeze_encoder", [True, False])
+def test_lora_adapters_on_the_encoder_get_gradients(pretrained_dir, freeze_encoder):
+    """PEFT LoRA on the ViT's attention: the adapters train even when the head froze its encoder, and
+    `.train()` (which PEFT and every trainer call) does not freeze them again."""
+    peft = pytest.importorskip("peft")  # a test extra (setup.py); importorskip only guards a bare install
+    head = PlaceForImageClassification.from_pretrained(pretrained_dir, num_labels=3, freeze_encoder=freeze_encoder)
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["qkv"], modules_to_save=["classifier"])
+    model = peft.get_peft_model(head, config)
+    model.train()
+    model(pixel_values=_pixels(), labels=torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0]])).loss.backward()
+    lora = {name: p for name, p in model.named_parameters() if "lora_" in name}
+    assert lora and all(p.requires_grad for p in lora.values())
+    assert all(p.grad is not None for p in lora.values()), "LoRA adapters got no gradient"
+    # B starts at zero, so only B has a non-zero gradient at the first step
+    assert all(p.grad.abs().sum() > 0 for name, p in lora.items() if "lora_B" in name)
+    frozen_base = [p for name, p in model.named_parameters() if "vision_model" in name and "lora_" not in name]
+    assert all(not p.requires_grad and p.grad is None for p in frozen_base)
 
 
 def test_unknown_head_option_fails_clearly(pretrained_dir):
@@ -385,5 +421,6 @@ def test_every_head_fits_a_fixed_batch(pretrained_dir):
     for head_class, kwargs, batch in cases:
         torch.manual_seed(0)
         lr = kwargs.pop("classifier_lr", 3e-3)
-        losses = _train(head_class.from_pretrained(pretrained_dir, **kwargs), batch, lr=lr)
+        head = head_class.from_pretrained(pretrained_dir, freeze_encoder=True, **kwargs)  # the heads alone learn
+        losses = _train(head, batch, lr=lr)
         assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3]), f"{head_class.__name__}: {losses[:3]} -> {losses[-3:]}"

@@ -390,7 +390,7 @@ def _architecture_summary(folder: Path, config: dict[str, Any], variant: str) ->
 
 
 def _head_summary(config: dict[str, Any], variant: str) -> list[str]:
-    frozen = config.get("freeze_encoder", True)
+    frozen = config.get("freeze_encoder", False)
     lines = [f"- Encoder: {'frozen (linear probe / frozen backbone)' if frozen else 'fine-tuned end to end'}"]
     if variant == "report_generation":
         lines.append(f"- Report decoder: {config.get('decoder_layers')} layers, width "

@@ -28,7 +28,8 @@ def run(settings: argparse.Namespace) -> dict:
 
     def train_head(train: Any) -> tuple[Any, Any, dict[str, Any]]:
         head, processor = load_head(PlaceForObjectDetection, settings, names, detection_levels=settings.levels,
-                                    detection_trunk_layers=settings.trunk_layers)
+                                    detection_trunk_layers=settings.trunk_layers,
+                                    freeze_encoder=True)  # the frozen-encoder protocol (docs/EVALUATION.md)
         scores = lambda split: detection_scores(  # noqa: E731
             head, processor, data[split], settings.task, settings.batch_size)
         targets = lambda rows: detection_labels(processor, rows, settings.task)  # noqa: E731

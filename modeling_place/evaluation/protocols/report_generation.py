@@ -35,7 +35,7 @@ def run(settings: argparse.Namespace) -> dict:
         settings.model, decoder_layers=settings.decoder_layers, decoder_hidden_size=settings.decoder_hidden_size,
         decoder_num_heads=settings.decoder_num_heads, decoder_max_length=settings.max_length,
         report_bos_token_id=tokenizer.cls_token_id, report_eos_token_id=tokenizer.sep_token_id,
-        report_pad_token_id=tokenizer.pad_token_id, dtype=torch.float32)
+        report_pad_token_id=tokenizer.pad_token_id, freeze_encoder=True, dtype=torch.float32)
     image_processor = task_image_processor(model.config)
     text_processor.image_processor = image_processor  # the saved folder ships the one the model was evaluated with
 

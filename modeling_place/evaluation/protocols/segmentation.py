@@ -25,7 +25,8 @@ def run(settings: argparse.Namespace) -> dict:
     column = SEGMENTATION_TASKS[settings.task]
 
     def train_head(train: Any) -> tuple[Any, Any, dict[str, Any]]:
-        head, processor = load_head(PlaceForSemanticSegmentation, settings, ["background", settings.task])
+        head, processor = load_head(PlaceForSemanticSegmentation, settings, ["background", settings.task],
+                                    freeze_encoder=True)  # the frozen-encoder protocol (docs/EVALUATION.md)
         dice = lambda split: segmentation_dice(head, processor, data[split], column, settings.batch_size)  # noqa: E731
         # no geometric augmentation: masks must stay aligned with the (eval-mode) crop
         masks = lambda rows: segmentation_labels(processor, rows, column)  # noqa: E731
