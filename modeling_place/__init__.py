@@ -7,6 +7,7 @@ from transformers import (
     AutoModelForImageTextToText,
     AutoModelForObjectDetection,
     AutoModelForSemanticSegmentation,
+    AutoModelForZeroShotImageClassification,
 )
 
 from .configuration_place import PlaceConfig
@@ -21,6 +22,8 @@ from .heads_place import (
 
 AutoConfig.register("place", PlaceConfig, exist_ok=True)
 AutoModel.register(PlaceConfig, PlaceModel, exist_ok=True)
+# The pretrained model is also the zero-shot image classifier (`pipeline("zero-shot-image-classification")`).
+AutoModelForZeroShotImageClassification.register(PlaceConfig, PlaceModel, exist_ok=True)
 # Saved folders also carry the modules as Hub custom code (`trust_remote_code=True` without the package).
 PlaceConfig.register_for_auto_class()
 PlaceModel.register_for_auto_class("AutoModel")

@@ -8,6 +8,7 @@ correlation-exploration head, then `PlacePreTrainedModel` and `PlaceModel`. The 
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -45,6 +46,9 @@ class PlaceOutput(ModelOutput):
     `observation_embeds` are the V-PORs `(B, M, d)` and `observation_attentions` where they look `(B, M, N)`;
     `sentence_embeds` are the T-PORs `(B, K, d)` with `sentence_mask` `(B, K)`; with `return_loss=True` and a joint
     `pcma_space`, `patch_embeds` are the normalised joint-space patches `(B, N, d)` the PCMA patch term reads.
+    `last_hidden_state` holds the ViT's final-norm tokens `(B, prefix + N, D_v)` and `pooler_output` the global image
+    embedding again (`image_embeds`), so that an image-only call (no `input_ids`) serves
+    `pipeline("image-feature-extraction")`, whose default reads the first field set and `pool=True` `pooler_output`.
     """
 
     loss: Tensor | None = None
@@ -60,6 +64,8 @@ class PlaceOutput(ModelOutput):
     sentence_embeds: Tensor | None = None
     sentence_mask: Tensor | None = None
     patch_embeds: Tensor | None = None
+    last_hidden_state: Tensor | None = None
+    pooler_output: Tensor | None = None
 
 
 @dataclass
@@ -318,6 +324,26 @@ def _write_card(folder: str | os.PathLike, repo_id: str | None = None, overwrite
     write_model_card(folder, repo_id=repo_id, overwrite=overwrite)
 
 
+def _write_auto_map_aliases(folder: str | os.PathLike, model_class: type) -> None:
+    """Add the Auto classes a model serves beside its own to a saved `config.json`'s `auto_map`.
+
+    `register_for_auto_class` takes one Auto class per model class, but [`PlaceModel`] is also the
+    zero-shot-image-classification model: without the alias a folder would not load in that pipeline as Hub code.
+    """
+    aliases, own = getattr(model_class, "_extra_auto_classes", ()), getattr(model_class, "_auto_class", None)
+    path = os.path.join(folder, "config.json")
+    if not aliases or own is None or not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as file:
+        config = json.load(file)
+    reference = (config.get("auto_map") or {}).get(own)
+    if reference is None:
+        return
+    config["auto_map"].update({name: reference for name in aliases})
+    with open(path, "w", encoding="utf-8") as file:
+        file.write(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 class PlacePreTrainedModel(PreTrainedModel):
     config: PlaceConfig
     config_class = PlaceConfig
@@ -326,7 +352,9 @@ class PlacePreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
     _supports_sdpa = True
-    _no_split_modules = ["PlaceVPOELayer", "BertLayer"]
+    # Residual blocks that device-map sharding (accelerate `device_map="auto"`) must keep whole: timm's ViT `Block`,
+    # the VPOE layer, BERT's layer (also the report decoder's layer).
+    _no_split_modules = ["Block", "PlaceVPOELayer", "BertLayer"]
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -342,6 +370,7 @@ class PlacePreTrainedModel(PreTrainedModel):
         """`PreTrainedModel.save_pretrained`, then the PLACE model card as README.md (package installed only)."""
         super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
+            _write_auto_map_aliases(save_directory, type(self))
             _write_card(save_directory)
 
     def _upload_modified_files(self, working_dir: str | os.PathLike, repo_id: str, *args: Any, **kwargs: Any) -> Any:
@@ -362,6 +391,10 @@ class PlacePreTrainedModel(PreTrainedModel):
 # ----------------------------------------------------------------------------------------------------------
 class PlaceModel(PlacePreTrainedModel):
     """Image and report towers, the VPOE, and the three PLACE objectives (ITA, PCMA, correlation exploration)."""
+
+    # Also `AutoModelForZeroShotImageClassification` (the pretrained card's pipeline tag): registered in
+    # __init__.py for the installed package and written into `auto_map` by `save_pretrained` for Hub code.
+    _extra_auto_classes = ("AutoModelForZeroShotImageClassification",)
 
     def __init__(self, config: PlaceConfig) -> None:
         super().__init__(config)
@@ -409,6 +442,13 @@ class PlaceModel(PlacePreTrainedModel):
         """BERT token states `(B, L, D_t)`."""
         return self.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
+    def get_input_embeddings(self) -> nn.Embedding:
+        """The report tower's word embeddings (so `resize_token_embeddings` grows the vocabulary)."""
+        return self.text_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.text_model.set_input_embeddings(value)
+
     # -- uniform verbs -----------------------------------------------------------------------------------
     def get_image_features(self, pixel_values: Tensor, **kwargs: Any) -> BaseModelOutputWithPooling:
         """Global image embedding (normalised, `(B, d)`) in `pooler_output`; ViT tokens in `last_hidden_state`."""
@@ -455,10 +495,17 @@ class PlaceModel(PlacePreTrainedModel):
 
     def get_observation_features(self, pixel_values: Tensor) -> PlaceObservationOutput:
         """V-PORs `(B, M, d)`, their maps over the patches `(B, M, N)` and the global embedding, one ViT pass."""
+        tokens, observations, attentions = self._observe(pixel_values)
+        return PlaceObservationOutput(
+            observations, attentions, tokens[:, self.num_prefix_tokens :], self._image_embeds(tokens)
+        )
+
+    def _observe(self, pixel_values: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """One ViT pass: final-norm tokens, V-PORs and their attention maps."""
         tokens, embeddings = self.encode_image(pixel_values)
         patches = tokens[:, self.num_prefix_tokens :]
         observations, attentions = self.observation_extractor(patches, joint_space_patches(self, patches, embeddings))
-        return PlaceObservationOutput(observations, attentions, patches, self._image_embeds(tokens))
+        return tokens, observations, attentions
 
     def get_sentence_features(
         self, input_ids: Tensor, attention_mask: Tensor | None, sentence_ids: Tensor
@@ -507,14 +554,21 @@ class PlaceModel(PlacePreTrainedModel):
     def forward(
         self,
         pixel_values: Tensor,
-        input_ids: Tensor,
+        input_ids: Tensor | None = None,
         attention_mask: Tensor | None = None,
         sentence_ids: Tensor | None = None,
         sentence_hashes: Tensor | None = None,
         return_loss: bool = False,
         **kwargs: Any,
     ) -> PlaceOutput:
-        """Encode a batch of image–report pairs; with `return_loss=True` also the weighted PLACE loss."""
+        """Encode a batch of image–report pairs; with `return_loss=True` also the weighted PLACE loss.
+
+        Without `input_ids` only the image side runs (`image_embeds`, V-PORs, ViT tokens): the call the
+        image-feature-extraction pipeline makes."""
+        if input_ids is None:
+            if return_loss:
+                raise ValueError("return_loss=True needs the reports too: pass `input_ids` (PlaceProcessor(text=...)).")
+            return self._image_output(pixel_values)
         needs_sentences = return_loss and self.config.lambda_pcma > 0
         if needs_sentences and sentence_ids is None:
             raise ValueError("PCMA (lambda_pcma > 0) needs `sentence_ids`: build the batch with PlaceProcessor.")
@@ -539,11 +593,19 @@ class PlaceModel(PlacePreTrainedModel):
             observation_attentions=attentions,
             sentence_embeds=None if sentences is None else sentences.sentence_embeds,
             sentence_mask=None if sentences is None else sentences.sentence_mask,
+            last_hidden_state=tokens,
+            pooler_output=image_embeds,
         )
         if return_loss:
             output.patch_embeds = None if joint is None else F.normalize(joint, dim=-1)
             self._add_losses(output, pixel_values, patches, text_states, attention_mask, sentence_hashes, scale)
         return output
+
+    def _image_output(self, pixel_values: Tensor) -> PlaceOutput:
+        tokens, observations, attentions = self._observe(pixel_values)
+        image_embeds = self._image_embeds(tokens)
+        return PlaceOutput(image_embeds=image_embeds, observation_embeds=observations,
+                           observation_attentions=attentions, last_hidden_state=tokens, pooler_output=image_embeds)
 
     def _add_losses(
         self,

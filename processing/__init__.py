@@ -11,7 +11,7 @@ from transformers import AutoImageProcessor, AutoProcessor
 
 from ..configuration_place import PlaceConfig
 from .image_processing_place import PlaceImageProcessor
-from .processing_place import PlaceProcessor
+from .processing_place import PLACE_HYPOTHESIS_TEMPLATE, PlaceProcessor
 from .report_place import (
     extract_report_text,
     find_sections,
@@ -29,6 +29,7 @@ AutoImageProcessor.register(
 AutoProcessor.register(PlaceConfig, PlaceProcessor, exist_ok=True)
 
 __all__ = [
+    "PLACE_HYPOTHESIS_TEMPLATE",
     "PlaceImageProcessor",
     "PlaceProcessor",
     "extract_report_text",

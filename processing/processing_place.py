@@ -38,6 +38,14 @@ _DEFAULT_SECTIONS = ("findings", "impression")
 NO_CUT = np.iinfo(np.int64).max
 
 
+#: The `hypothesis_template` for `pipeline("zero-shot-image-classification")`: a finding written as a report
+#: sentence ("Pleural effusion." beside report lines like "Small left pleural effusion."). The pipeline tokenises
+#: prompts itself, without this processor's section parsing, so the template carries no "FINDINGS:" header (the
+#: processor strips headers, so the text tower never saw one); the pipeline's default, "This is a photo of {}.",
+#: is nothing a report says.
+PLACE_HYPOTHESIS_TEMPLATE = "{}."
+
+
 class PlaceProcessor(ProcessorMixin):
     r"""Wraps a `PlaceImageProcessor` and a tokenizers-backed BERT-style tokenizer.
 

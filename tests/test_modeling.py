@@ -42,6 +42,53 @@ def test_forward_shapes_and_uniform_verbs(micro_model):
     assert micro_model.get_patch_features(batch["pixel_values"]).last_hidden_state.shape == (3, n, 48)
 
 
+def test_image_only_forward_serves_feature_extraction(micro_model):
+    batch = random_batch(micro_model.config, 2)
+    with torch.no_grad():
+        full, image_only = micro_model(**batch), micro_model(pixel_values=batch["pixel_values"])
+    assert image_only.logits_per_image is None and image_only.text_embeds is None
+    torch.testing.assert_close(image_only.image_embeds, full.image_embeds)
+    torch.testing.assert_close(image_only.observation_embeds, full.observation_embeds)
+    torch.testing.assert_close(image_only.last_hidden_state, full.last_hidden_state)
+    # the image-feature-extraction pipeline reads output[0] (pool=False) or output["pooler_output"] (pool=True)
+    torch.testing.assert_close(image_only[0], image_only.image_embeds)
+    torch.testing.assert_close(image_only["pooler_output"], image_only.image_embeds)
+    with pytest.raises(ValueError, match="input_ids"):
+        micro_model(pixel_values=batch["pixel_values"], return_loss=True)
+
+
+def test_resize_token_embeddings_grows_the_report_vocabulary(micro_model, tmp_path):
+    old = micro_model.config.text_config.vocab_size
+    micro_model.resize_token_embeddings(old + 7)
+    assert micro_model.get_input_embeddings().num_embeddings == old + 7
+    assert micro_model.config.text_config.vocab_size == old + 7
+    batch = random_batch(micro_model.config, 2)
+    batch["input_ids"][0, 1] = old + 6  # a new token id reaches the text tower
+    with torch.no_grad():
+        assert torch.isfinite(micro_model(**batch).logits_per_image).all()
+    micro_model.save_pretrained(tmp_path)
+    assert PlaceModel.from_pretrained(tmp_path).get_input_embeddings().num_embeddings == old + 7
+
+
+def test_no_split_modules_name_every_residual_block(micro_model):
+    """`device_map="auto"` must keep each ViT block, VPOE layer and BERT layer whole."""
+    from modeling_place import PlacePreTrainedModel
+
+    present = {type(module).__name__ for module in micro_model.modules()}
+    assert set(PlacePreTrainedModel._no_split_modules) <= present  # no stale names
+    # post_init merges the children's lists (BertModel's, TimmWrapperModel's) into the instance's
+    assert {"Block", "PlaceVPOELayer", "BertLayer"} <= set(micro_model._no_split_modules)
+
+
+def test_zero_shot_auto_class_loads_the_pretrained_model(micro_model, tmp_path):
+    from transformers import AutoModelForZeroShotImageClassification
+
+    micro_model.save_pretrained(tmp_path)
+    auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    assert auto_map["AutoModelForZeroShotImageClassification"] == auto_map["AutoModel"] == "modeling_place.PlaceModel"
+    assert type(AutoModelForZeroShotImageClassification.from_pretrained(tmp_path)) is PlaceModel
+
+
 def test_observation_scores_and_grounding(micro_model):
     batch = random_batch(micro_model.config, 2)
     sentences = micro_model.get_sentence_features(batch["input_ids"], batch["attention_mask"], batch["sentence_ids"])

@@ -134,11 +134,14 @@ class Variant:
     pipeline_tag: str
     task_name: str
     tags: tuple[str, ...] = ()
+    # Its pipeline reads images only: the repository ships the image processor alone. (A tokenizer beside an
+    # object-detection model makes transformers' pipeline treat it as an OCR layout model and ask for words.)
+    image_only: bool = True
 
 
 VARIANTS: dict[str, Variant] = {
     "pretrained": Variant("PlaceModel", "AutoModel", "zero-shot-image-classification",
-                          "Image-report retrieval and zero-shot classification", ("contrastive-learning",)),
+                          "Image-report retrieval and zero-shot classification", ("contrastive-learning",), image_only=False),
     "classification": Variant("PlaceForImageClassification", "AutoModelForImageClassification",
                               "image-classification", "Multi-label finding classification", ("multi-label",)),
     "segmentation": Variant("PlaceForSemanticSegmentation", "AutoModelForSemanticSegmentation",
@@ -146,7 +149,7 @@ VARIANTS: dict[str, Variant] = {
     "detection": Variant("PlaceForObjectDetection", "AutoModelForObjectDetection", "object-detection",
                          "Object detection"),
     "report_generation": Variant("PlaceForReportGeneration", "AutoModelForImageTextToText", "image-text-to-text",
-                                 "Radiology report generation", ("report-generation",)),
+                                 "Radiology report generation", ("report-generation",), image_only=False),
 }
 
 
@@ -203,7 +206,8 @@ def _code_reference(cls: type) -> str:
 def _model_auto_map(variant: Variant) -> dict[str, str]:
     model_class = _find_class(variant.architecture)
     auto_map = {"AutoConfig": _code_reference(_find_class("PlaceConfig"))}
-    for auto_class in {variant.auto_class, getattr(model_class, "_auto_class", None)} - {None}:
+    served = {variant.auto_class, getattr(model_class, "_auto_class", None), *getattr(model_class, "_extra_auto_classes", ())}
+    for auto_class in served - {None}:
         auto_map[auto_class] = _code_reference(model_class)
     return auto_map
 
@@ -593,6 +597,8 @@ def stage_folder(
                     ignore=shutil.ignore_patterns(".*", "__pycache__", "checkpoint*", "README.md"))
     if processor_from is not None and not _processor_config(staging):
         _copy_processor(Path(processor_from), staging)
+    if VARIANTS[detect_variant(staging)].image_only:
+        _keep_image_processor_only(staging)
     _check_processor_fits(staging)
     complete_auto_map(staging)
     return staging
@@ -608,6 +614,21 @@ def _copy_processor(source: Path, staging: Path) -> None:
     for name in _PROCESSOR_FILES + _TOKENIZER_FILES:
         if (source / name).is_file():
             shutil.copyfile(source / name, staging / name)
+
+
+def _keep_image_processor_only(staging: Path) -> None:
+    """Replace a full processor (images + reports) by its image processor and drop the tokenizer files."""
+    full = staging / "processor_config.json"
+    if full.is_file():
+        image = _read_json(full).get("image_processor")
+        if image is None:
+            raise ValueError(f"{full.name} holds no image_processor: pass the processor the model was trained with")
+        if not (staging / "preprocessor_config.json").is_file():
+            image.get("auto_map", {}).pop("AutoProcessor", None)
+            _write_json(staging / "preprocessor_config.json", image)
+        full.unlink()
+    for name in _TOKENIZER_FILES:
+        (staging / name).unlink(missing_ok=True)
 
 
 def _check_processor_fits(folder: Path) -> None:
