@@ -1,5 +1,25 @@
 """PLACE: pathological-level image-report pretraining for chest X-rays, Hugging Face native."""
+import os
+
 from setuptools import setup
+from setuptools.command.build_py import build_py
+
+# Start-up registration with transformers' Auto classes (modeling_place/_site/place_autoregister.py says why): a
+# module and a .pth file at the top of site-packages. setuptools has no option that puts a .pth there.
+SITE_FILES = ("place_autoregister.py", "place_autoregister.pth")
+
+
+class BuildPyWithSiteFiles(build_py):
+    """`build_py`, plus the start-up files at the wheel's top level (a wheel install; `pip install -e` skips them)."""
+
+    def run(self) -> None:
+        super().run()
+        for name in SITE_FILES:
+            self.copy_file(os.path.join("modeling_place", "_site", name), os.path.join(self.build_lib, name))
+
+    def get_outputs(self, include_bytecode: bool = True) -> list[str]:
+        return super().get_outputs(include_bytecode) + [os.path.join(self.build_lib, name) for name in SITE_FILES]
+
 
 REQUIRES = [
     "torch>=2.4,<=2.14.1",
@@ -47,6 +67,7 @@ setup(
         "modeling_place.evaluation": ["metrics/*/*.py", "metrics/*/requirements.txt"],
         "modeling_place.model_cards": ["*.md"],
     },
+    cmdclass={"build_py": BuildPyWithSiteFiles},
     install_requires=REQUIRES,
     extras_require=EXTRAS,
     entry_points={

@@ -315,7 +315,8 @@ def test_repository_contents_and_auto_map(published):
     files = hub.repo(BASE_REPO).resolve("main").files
     config = json.loads(files["config.json"].content)
     assert config["auto_map"] == {"AutoConfig": "configuration_place.PlaceConfig",
-                                  "AutoModel": "modeling_place.PlaceModel"}
+                                  "AutoModel": "modeling_place.PlaceModel",
+                                  "AutoModelForZeroShotImageClassification": "modeling_place.PlaceModel"}
     processor_config = json.loads(files["processor_config.json"].content)
     assert processor_config["auto_map"]["AutoProcessor"] == "processing_place.PlaceProcessor"
     assert files["model.safetensors"].lfs and not files["config.json"].lfs
@@ -323,8 +324,9 @@ def test_repository_contents_and_auto_map(published):
         repo = hub.repo(f"{BASE_REPO}-{variant}")
         head_files = repo.resolve("dev").files
         head_map = json.loads(head_files["config.json"].content)["auto_map"]
-        if HEAD_PROCESSOR.get(variant) == "base":  # copied from the base folder by --processor-from
-            assert {"processor_config.json", "tokenizer.json", "processing_place.py"} <= set(head_files)
+        if HEAD_PROCESSOR.get(variant) == "base":  # the base folder's image processor, by --processor-from
+            assert {"preprocessor_config.json", "image_processing_place.py"} <= set(head_files)
+            assert not {"processor_config.json", "tokenizer.json"} & set(head_files)  # an image-only head
         assert head_map[VARIANTS[variant].auto_class] == f"heads_place.{VARIANTS[variant].architecture}"
         assert "AutoModel" not in head_map and repo.private
         assert set(repo.resolve("main").files) == {".gitattributes"}  # the head went to branch "dev" only

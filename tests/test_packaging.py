@@ -42,7 +42,8 @@ def test_the_wheel_exposes_only_the_modeling_place_namespace(installed_wheel):
     wheel, _ = installed_wheel
     names = zipfile.ZipFile(wheel).namelist()
     top_level = {name.split("/")[0] for name in names if not name.startswith("place_cxr-")}
-    assert top_level == {"modeling_place"}
+    # one package, and the start-up registration's module and .pth (place-prefixed, nothing generic)
+    assert top_level == {"modeling_place", "place_autoregister.py", "place_autoregister.pth"}
     for expected in ("modeling_place/model_cards/pretrained.md", "modeling_place/processing/processing_place.py",
                      "modeling_place/evaluation/metrics/cnr/cnr.py", "modeling_place/data/synthetic_cxr.py"):
         assert expected in names
@@ -72,3 +73,38 @@ print("ok")
 """
     result = _run_installed(target, code, tmp_path)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+PIPELINE_WITHOUT_IMPORT = """
+import site, sys
+site.addsitedir({target!r})  # processes place_autoregister.pth, as site-packages would at start-up
+assert "modeling_place" not in sys.modules and "transformers" not in sys.modules
+from transformers import pipeline
+pipe = pipeline("image-feature-extraction", model={folder!r})  # no trust_remote_code, stdin closed: no question
+assert type(pipe.model).__module__ == "modeling_place.modeling_place", type(pipe.model).__module__
+assert len(pipe({image!r})[0]) == pipe.model.config.projection_dim
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("switch", ["on", "off"])
+def test_installed_wheel_registers_place_for_pipelines_without_an_import(installed_wheel, tmp_path, switch):
+    """With the wheel installed, a pipeline() on a PLACE folder runs the installed code without asking about the
+    folder's own (remote) code; PLACE_AUTOREGISTER=0 restores transformers' own behaviour (an error here)."""
+    from modeling_place.processing import PlaceImageProcessor
+
+    _, target = installed_wheel
+    torch.manual_seed(0)
+    PlaceModel(PlaceConfig(**micro_config())).save_pretrained(tmp_path / "model")
+    PlaceImageProcessor(size={"height": 40, "width": 40}, crop_size={"height": 32, "width": 32}).save_pretrained(
+        tmp_path / "model")
+    image = REPO.parent / "shared" / "data" / "real_cxr" / "nih_00000001_000.png"
+    code = PIPELINE_WITHOUT_IMPORT.format(target=str(target), folder=str(tmp_path / "model"), image=str(image))
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf"),
+           "PLACE_AUTOREGISTER": "1" if switch == "on" else "0"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env,
+                            stdin=subprocess.DEVNULL, timeout=240)
+    if switch == "on":
+        assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+    else:
+        assert result.returncode != 0 and "trust_remote_code" in result.stderr, result.stderr[-3000:]
