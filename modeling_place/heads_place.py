@@ -778,13 +778,12 @@ def _refuse_other_decoder(info: dict[str, Any], source: Any) -> None:
         return
     missing = sorted(key for key in info["missing_keys"] if key.startswith("report_decoder."))
     old = any(_OLD_DECODER_KEYS.match(key) for key in stale)
-    what = ("the hand-written decoder of PLACE before its transformers decoder (BertLMHeadModel with "
-            "cross-attention and a key/value cache)" if old else "another decoder layout")
+    what = "the hand-written report decoder PLACE used before its transformers decoder" if old else "a report decoder"
     raise ValueError(
-        f"{source}: its report decoder ({len(stale)} weights, e.g. {stale[:3]}) is {what}; this version's decoder "
-        f"would be missing {len(missing)} weights (e.g. {missing[:2]}) and start from random. Re-train the head "
-        "from the pretrained folder (examples/finetune_report_generation.py), or load the folder with the PLACE "
-        "version that saved it."
+        f"{source} holds {what} ({len(stale)} weights, e.g. {stale[:3]}) that this version cannot load: its decoder "
+        f"(transformers' BertLMHeadModel with cross-attention and a key/value cache) would miss {len(missing)} "
+        f"weights (e.g. {missing[:2]}) and start from random. Re-train the head from the pretrained folder "
+        "(examples/finetune_report_generation.py), or load the folder with the PLACE version that saved it."
     )
 
 
