@@ -38,6 +38,7 @@ from transformers.modeling_outputs import (
     CausalLMOutputWithCrossAttentions, ImageClassifierOutput, SemanticSegmenterOutput,
 )
 from transformers.utils import ModelOutput, logging
+from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_place import HEAD_OPTION_NAMES, PlaceConfig
 from .modeling_place import (
@@ -650,6 +651,7 @@ class PlaceForReportGeneration(PlaceHeadPreTrainedModel, GenerationMixin):
             dim=1,
         )
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")  # the older name, as transformers models accept it
     def forward(
         self,
         input_ids: Tensor | None = None,
