@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import types
 from pathlib import Path
@@ -113,9 +114,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     heads = {"new": build_head(PlaceForReportGeneration, PlaceConfig, decoder)}
     if args.old_checkout is not None:
         heads["old"] = build_head(*old_head_classes(args.old_checkout), decoder)
+    load_before = os.getloadavg()  # a shared machine: how busy it was says how far to trust the absolute numbers
     with torch.inference_mode():
         rows = [row for setting in SETTINGS for row in measure_setting(heads, *setting, args)]
-    report = {**machine_info(torch.device("cpu")), "decoder": decoder, "new_tokens": args.new_tokens,
+    report = {**machine_info(torch.device("cpu")), "load_average_1m": [load_before[0], os.getloadavg()[0]],
+              "cpus": os.cpu_count(), "decoder": decoder, "new_tokens": args.new_tokens,
               "repeats": args.repeats, "old_checkout": str(args.old_checkout) if args.old_checkout else None,
               "decoder_parameters": {key: _decoder_parameters(head) for key, head in heads.items()}, "rows": rows}
     _print_report(report)
@@ -136,6 +139,7 @@ def _print_report(report: dict[str, Any]) -> None:
                 title=f"{report['machine']}: report decoding, {report['new_tokens']} new tokens per sequence, "
                       f"decoder {report['decoder']}")
     print("decoder parameters: " + ", ".join(f"{key} {count:,}" for key, count in report["decoder_parameters"].items()))
+    print("load average (1 min) before / after: {:.1f} / {:.1f} on {} CPUs".format(*report["load_average_1m"], report["cpus"]))
 
 
 if __name__ == "__main__":

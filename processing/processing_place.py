@@ -221,7 +221,8 @@ class PlaceProcessor(ProcessorMixin):
         if not sentences:
             raise ValueError(
                 f"Report at batch index {index} has no sentence in sections {list(self.sections)} "
-                f"(report: {report!r:.120}); filter such reports with `processor.is_valid_report`"
+                f"(report: {report!r:.120}); filter such reports with `processor.is_valid_report` "
+                "(a generation prompt needs text_mode='prompt')"
             )
         return sentences
 
