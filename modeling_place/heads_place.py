@@ -16,27 +16,33 @@ Head options are declared fields of `PlaceConfig` (defaults in `HEAD_DEFAULTS`);
 | `PlaceForImageClassification` | `AutoModelForImageClassification` | `ImageClassifierOutput` |
 | `PlaceForSemanticSegmentation` | `AutoModelForSemanticSegmentation` | `SemanticSegmenterOutput`, logits at H/4 |
 | `PlaceForObjectDetection` | `AutoModelForObjectDetection` | `PlaceObjectDetectionOutput` (DETR-style) |
-| `PlaceForReportGeneration` | `AutoModelForImageTextToText` | `CausalLMOutput`; `.generate()` |
+| `PlaceForReportGeneration` | `AutoModelForImageTextToText` | `CausalLMOutputWithCrossAttentions`; `.generate()` |
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers import GenerationConfig, GenerationMixin, TimmWrapperModel
+from transformers import BertConfig, BertLMHeadModel, GenerationConfig, GenerationMixin, TimmWrapperModel
+from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
 from transformers import initialization as init
-from transformers.modeling_outputs import CausalLMOutput, ImageClassifierOutput, SemanticSegmenterOutput
+from transformers.loss.loss_utils import ForCausalLMLoss
+from transformers.modeling_outputs import (
+    CausalLMOutputWithCrossAttentions, ImageClassifierOutput, SemanticSegmenterOutput,
+)
 from transformers.utils import ModelOutput, logging
+from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_place import HEAD_OPTION_NAMES, PlaceConfig
 from .modeling_place import (
-    PlaceAttention, PlaceMLP, PlaceObservationExtractor, PlacePreTrainedModel, joint_space_patches, vit_forward,
+    PlaceMLP, PlaceObservationExtractor, PlacePreTrainedModel, joint_space_patches, vit_forward,
 )
 
 logger = logging.get_logger(__name__)
@@ -541,85 +547,58 @@ class PlaceForObjectDetection(PlaceHeadPreTrainedModel):
 # ----------------------------------------------------------------------------------------------------------
 # Report generation
 # ----------------------------------------------------------------------------------------------------------
-class PlaceCausalSelfAttention(nn.Module):
-    """Causal multi-head self-attention (SDPA)."""
-
-    def __init__(self, dim: int, num_heads: int) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.out_proj = nn.Linear(dim, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        batch, length, dim = x.shape
-        q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.out_proj(out.transpose(1, 2).flatten(2))
+#: Keys of `PlaceProcessor`'s report mode that only pretraining reads. A teacher-forced forward ignores them (a
+#: report batch trains the head as it is); `generate` refuses them, as a report ends with [SEP] (not a prompt).
+PRETRAINING_ONLY_INPUTS = ("sentence_ids", "sentence_hashes")
+#: Keys of the hand-written decoder that PLACE used before transformers' (git commit 60275d5 and earlier).
+_OLD_DECODER_KEYS = re.compile(r"^report_decoder\.(token_embedding|position_embedding|layers|final_norm|lm_head)\.")
 
 
-class PlaceReportDecoderLayer(nn.Module):
-    """Pre-norm transformer decoder layer: causal self-attention → cross-attention to the image → MLP."""
+def report_decoder_config(config: PlaceConfig) -> BertConfig:
+    """The report decoder's `BertConfig`, derived from `config`'s head options at construction, never saved.
 
-    def __init__(self, dim: int, num_heads: int) -> None:
-        super().__init__()
-        self.self_norm = nn.LayerNorm(dim)
-        self.self_attn = PlaceCausalSelfAttention(dim, num_heads)
-        self.cross_norm = nn.LayerNorm(dim)
-        self.cross_attn = PlaceAttention(dim, num_heads)
-        self.mlp_norm = nn.LayerNorm(dim)
-        self.mlp = PlaceMLP(dim, 4 * dim, dim)
-
-    def forward(self, x: Tensor, memory: Tensor) -> Tensor:
-        x = x + self.self_attn(self.self_norm(x))
-        x = x + self.cross_attn(self.cross_norm(x), memory)[0]
-        return x + self.mlp(self.mlp_norm(x))
-
-
-class PlaceReportDecoder(nn.Module):
-    """Token + position embeddings, `decoder_layers` decoder layers, final norm and the vocabulary head."""
-
-    def __init__(self, config: PlaceConfig) -> None:
-        super().__init__()
-        dim, vocab = config.decoder_hidden_size, config.text_config.vocab_size
-        if dim % config.decoder_num_heads:
-            raise ValueError(
-                f"PlaceConfig.decoder_hidden_size ({dim}) must be divisible by decoder_num_heads "
-                f"({config.decoder_num_heads})."
-            )
-        self.token_embedding = nn.Embedding(vocab, dim)
-        self.position_embedding = nn.Embedding(config.decoder_max_length, dim)
-        self.layers = nn.ModuleList(
-            PlaceReportDecoderLayer(dim, config.decoder_num_heads) for _ in range(config.decoder_layers)
+    A causal BERT with cross-attention (`is_decoder`, `add_cross_attention`), so transformers' cached decoding
+    applies: an `EncoderDecoderCache` grows the self-attention keys/values by one token per step and computes the
+    image's cross-attention keys/values once. The vocabulary is the tokenizer's, `text_config.vocab_size`.
+    """
+    dim = config.decoder_hidden_size
+    if dim % config.decoder_num_heads:
+        raise ValueError(
+            f"PlaceConfig.decoder_hidden_size ({dim}) must be divisible by decoder_num_heads ({config.decoder_num_heads})."
         )
-        self.final_norm = nn.LayerNorm(dim)
-        self.lm_head = nn.Linear(dim, vocab)
-
-    def forward(self, input_ids: Tensor, memory: Tensor) -> Tensor:
-        """`input_ids (B, L)` and image memory `(B, S, dim)` → next-token logits `(B, L, vocab)`."""
-        length = input_ids.shape[1]
-        if length > self.position_embedding.num_embeddings:
-            raise ValueError(
-                f"input_ids has {length} tokens but decoder_max_length is {self.position_embedding.num_embeddings}"
-            )
-        positions = torch.arange(length, device=input_ids.device)
-        x = self.token_embedding(input_ids) + self.position_embedding(positions)
-        for layer in self.layers:
-            x = layer(x, memory)
-        return self.lm_head(self.final_norm(x))
+    return BertConfig(
+        vocab_size=config.text_config.vocab_size,
+        hidden_size=dim,
+        num_hidden_layers=config.decoder_layers,
+        num_attention_heads=config.decoder_num_heads,
+        intermediate_size=4 * dim,
+        max_position_embeddings=config.decoder_max_length,
+        type_vocab_size=1,
+        # no dropout, like the hand-written decoder this one replaced: the protocol's numbers stay comparable
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        initializer_range=config.initializer_range,
+        is_decoder=True,
+        add_cross_attention=True,
+        pad_token_id=config.report_pad_token_id,
+        bos_token_id=config.report_bos_token_id,
+        eos_token_id=config.report_eos_token_id,
+    )
 
 
 class PlaceForReportGeneration(PlaceHeadPreTrainedModel, GenerationMixin):
-    """Report generator: a transformer decoder cross-attending to the patch tokens and the V-PORs.
+    """Report generator: transformers' BERT decoder (causal, cross-attention) over the patch tokens and the V-PORs.
 
-    The image memory is `[patch tokens; V-PORs]` projected to `decoder_hidden_size` with a learned type
-    embedding each. Training is teacher-forced: `labels` are the report token ids (`-100` = ignored; pad
-    positions are ignored too), shifted inside the model as in causal LMs. Generation starts from [CLS]
-    (`report_bos_token_id`) and stops at [SEP]; `generate(pixel_values=..., num_beams=...)` encodes the
-    image once and decodes without a key/value cache (the decoder is small).
+    The image memory is `[patch tokens; V-PORs]` projected to `decoder_hidden_size` with a learned type embedding
+    each; it is the decoder's `encoder_hidden_states`. Training is teacher-forced: `labels` are the report token ids
+    (`-100` = ignored; pad positions are ignored too), shifted inside the model as in causal LMs. `generate`
+    encodes the image once per call (beams and sampled sequences share it), starts from [CLS]
+    (`report_bos_token_id`) or from a prompt (`input_ids`, e.g. from `PlaceProcessor(text_mode="prompt")`), stops
+    at [SEP] and decodes with a key/value cache (`use_cache=False` recomputes the prefix at every step: same
+    tokens, slower). Greedy, beam search and sampling are transformers' own.
     """
 
     main_input_name = "input_ids"  # generation treats `pixel_values` as conditioning, like other VLMs
-    _supports_cache_class = False
 
     def __init__(self, config: PlaceConfig, **head_options: Any) -> None:
         super().__init__(config, with_observations=True, **head_options)
@@ -627,17 +606,17 @@ class PlaceForReportGeneration(PlaceHeadPreTrainedModel, GenerationMixin):
         self.patch_memory = nn.Sequential(nn.LayerNorm(self.vision_width), nn.Linear(self.vision_width, dim))
         self.observation_memory = nn.Sequential(nn.LayerNorm(config.projection_dim), nn.Linear(config.projection_dim, dim))
         self.memory_type = nn.Parameter(torch.zeros(2, dim))
-        self.report_decoder = PlaceReportDecoder(config)
+        self.report_decoder = BertLMHeadModel(report_decoder_config(config))
         self.post_init()
         self.generation_config = self.default_generation_config()
 
     def default_generation_config(self) -> GenerationConfig:
-        """[CLS] … [SEP] decoding, cache-free, at most `decoder_max_length` tokens."""
+        """[CLS] … [SEP] decoding with a cache, at most `decoder_max_length` tokens (the position table)."""
         return GenerationConfig(
             bos_token_id=self.config.report_bos_token_id,
             eos_token_id=self.config.report_eos_token_id,
             pad_token_id=self.config.report_pad_token_id,
-            use_cache=False,
+            max_length=self.config.decoder_max_length,
         )
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -646,7 +625,23 @@ class PlaceForReportGeneration(PlaceHeadPreTrainedModel, GenerationMixin):
             init.normal_(module.memory_type, std=self.config.initializer_range)
 
     def get_input_embeddings(self) -> nn.Embedding:
-        return self.report_decoder.token_embedding
+        return self.report_decoder.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.report_decoder.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.report_decoder.get_output_embeddings()
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.report_decoder.set_output_embeddings(new_embeddings)
+
+    def resize_token_embeddings(self, *args: Any, **kwargs: Any) -> nn.Embedding:
+        """`PreTrainedModel.resize_token_embeddings` (which sets `text_config.vocab_size`, the source of truth), and
+        the decoder's derived config follows it."""
+        embeddings = super().resize_token_embeddings(*args, **kwargs)
+        self.report_decoder.config.vocab_size = self.config.text_config.vocab_size
+        return embeddings
 
     def encode_image_memory(self, pixel_values: Tensor) -> Tensor:
         """Cross-attention memory `(B, N + M, decoder_hidden_size)` of a batch of images."""
@@ -656,50 +651,142 @@ class PlaceForReportGeneration(PlaceHeadPreTrainedModel, GenerationMixin):
             dim=1,
         )
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")  # the older name, as transformers models accept it
     def forward(
         self,
-        input_ids: Tensor,
+        input_ids: Tensor | None = None,
         pixel_values: Tensor | None = None,
-        image_memory: Tensor | None = None,
+        encoder_hidden_states: Tensor | None = None,
         attention_mask: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        cache: Cache | None = None,
+        use_cache: bool | None = None,
         labels: Tensor | None = None,
+        logits_to_keep: int | Tensor = 0,
         **kwargs: Any,
-    ) -> CausalLMOutput:
-        """Next-token logits `(B, L, vocab)`; with `labels (B, L)` also the shifted cross-entropy."""
-        if image_memory is None:
+    ) -> CausalLMOutputWithCrossAttentions:
+        """Next-token logits `(B, L, vocab)`; with `labels (B, L)` also the shifted cross-entropy.
+
+        `encoder_hidden_states` is a precomputed `encode_image_memory` (what `generate` passes); otherwise the
+        image memory comes from `pixel_values`. `cache` / `use_cache` as in every transformers decoder.
+        """
+        for name in PRETRAINING_ONLY_INPUTS:
+            kwargs.pop(name, None)
+        num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+        kwargs.pop("return_dict", None)
+        if encoder_hidden_states is None:
             if pixel_values is None:
-                raise ValueError("PlaceForReportGeneration needs `pixel_values` or a precomputed `image_memory`.")
-            image_memory = self.encode_image_memory(pixel_values)
-        logits = self.report_decoder(input_ids, image_memory)
+                raise ValueError("PlaceForReportGeneration needs `pixel_values` or precomputed `encoder_hidden_states`.")
+            encoder_hidden_states = self.encode_image_memory(pixel_values)
+        self._check_positions(input_ids, cache)
+        outputs = self.report_decoder(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+            encoder_hidden_states=encoder_hidden_states, cache=cache, use_cache=False if labels is not None else use_cache,
+            logits_to_keep=logits_to_keep, return_dict=True, **kwargs,
+        )
         loss = None
         if labels is not None:
-            labels = labels.masked_fill(labels == self.config.report_pad_token_id, -100)
-            if attention_mask is not None:
-                labels = labels.masked_fill(attention_mask == 0, -100)
-            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
-        return CausalLMOutput(loss=loss, logits=logits)
+            loss = self.report_loss(outputs.logits, labels, attention_mask, num_items_in_batch)
+        return CausalLMOutputWithCrossAttentions(
+            loss=loss, logits=outputs.logits, cache=outputs.cache, hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions, cross_attentions=outputs.cross_attentions,
+        )
 
-    def prepare_inputs_for_generation(
-        self, input_ids: Tensor, image_memory: Tensor | None = None, pixel_values: Tensor | None = None, **kwargs: Any
-    ) -> dict[str, Any]:
-        """Cache-free decoding: the whole prefix is fed at every step, with the image memory of `generate`."""
-        return {"input_ids": input_ids, "image_memory": image_memory, "pixel_values": pixel_values}
+    def _check_positions(self, input_ids: Tensor | None, cache: Cache | None) -> None:
+        """A clear error instead of an index error in the position table."""
+        length = (cache.get_seq_length() if cache is not None else 0) + (input_ids.shape[1] if input_ids is not None else 0)
+        if length > self.config.decoder_max_length:
+            raise ValueError(
+                f"The report decoder has {self.config.decoder_max_length} positions (decoder_max_length) but got "
+                f"{length} tokens; generate with max_length <= {self.config.decoder_max_length} (prompt included)."
+            )
+
+    def report_loss(
+        self, logits: Tensor, labels: Tensor, attention_mask: Tensor | None = None, num_items_in_batch: Any = None
+    ) -> Tensor:
+        """Shifted next-token cross-entropy; `-100`, [PAD] and masked positions are ignored."""
+        labels = labels.masked_fill(labels == self.config.report_pad_token_id, -100)
+        if attention_mask is not None:
+            labels = labels.masked_fill(attention_mask == 0, -100)
+        return ForCausalLMLoss(logits, labels, logits.shape[-1], num_items_in_batch=num_items_in_batch)
+
+    def _prepare_cache_for_generation(
+        self, generation_config: GenerationConfig, model_kwargs: dict[str, Any], *args: Any, **kwargs: Any
+    ) -> None:
+        """`generate`'s default cache is sized from `config.get_text_config()`, the pretraining text tower: the
+        report decoder needs its own, with a cross-attention half (what `BertModel` builds when given none)."""
+        own_cache = model_kwargs.get("cache") is None and generation_config.use_cache is not False
+        if own_cache and generation_config.cache_implementation in (None, "dynamic"):
+            decoder_config = self.report_decoder.config
+            model_kwargs["cache"] = EncoderDecoderCache(DynamicCache(config=decoder_config), DynamicCache(config=decoder_config))
+            return
+        if own_cache:
+            raise ValueError(f"PlaceForReportGeneration decodes with the dynamic cache only, not "
+                             f"cache_implementation={generation_config.cache_implementation!r}.")
+        super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
 
     @torch.no_grad()
-    def generate(self, pixel_values: Tensor | None = None, image_memory: Tensor | None = None, **kwargs: Any) -> Tensor:
-        """`GenerationMixin.generate` with the image encoded once (greedy, sampling and beam search work)."""
-        if image_memory is None:
+    def generate(
+        self,
+        inputs: Tensor | None = None,
+        pixel_values: Tensor | None = None,
+        encoder_hidden_states: Tensor | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """`GenerationMixin.generate` with the image encoded once, before beams or samples expand the batch.
+
+        `inputs` / `input_ids` is an optional prompt ([CLS] + tokens, no [SEP]: `PlaceProcessor`'s prompt mode).
+        """
+        given = sorted(name for name in PRETRAINING_ONLY_INPUTS if name in kwargs)
+        if given:
+            raise ValueError(
+                f"generate got {given}, which PlaceProcessor's report mode emits for pretraining: a report ends with "
+                "[SEP] and is no prompt. Call the processor with text_mode='prompt' (or images only)."
+            )
+        if encoder_hidden_states is None:
             if pixel_values is None:
-                raise ValueError("generate needs `pixel_values` (or `image_memory`).")
-            image_memory = self.encode_image_memory(pixel_values)
-        if self.generation_config is None or self.generation_config.bos_token_id is None:
-            # `from_pretrained` on a folder without generation_config.json derives one from PlaceConfig,
-            # which has no text-generation token ids
-            self.generation_config = self.default_generation_config()
-        kwargs.setdefault("use_cache", False)
-        if "max_new_tokens" not in kwargs and "max_length" not in kwargs:
-            kwargs["max_length"] = self.config.decoder_max_length
-        return super().generate(image_memory=image_memory, **kwargs)
+                raise ValueError("generate needs `pixel_values` (or precomputed `encoder_hidden_states`).")
+            encoder_hidden_states = self.encode_image_memory(pixel_values)
+        prompt = inputs if inputs is not None else kwargs.get("input_ids")
+        self._fit_new_tokens(prompt.shape[1] if prompt is not None else 1, kwargs)
+        return super().generate(inputs, encoder_hidden_states=encoder_hidden_states, **kwargs)
+
+    def _fit_new_tokens(self, prompt_length: int, kwargs: dict[str, Any]) -> None:
+        """`max_new_tokens` as a `max_length` within the position table (`decoder_max_length`).
+
+        The generation config's own `max_length` is the table's size; passing the request as `max_length` also
+        spares transformers' warning that both are set."""
+        if kwargs.get("max_new_tokens") is not None and "max_length" not in kwargs and "generation_config" not in kwargs:
+            wanted = prompt_length + kwargs.pop("max_new_tokens")
+            kwargs["max_length"] = min(wanted, self.config.decoder_max_length)
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
+        """`from_pretrained`, refusing a folder whose decoder weights this class cannot read (instead of silently
+        starting the decoder from random), and with the report generation config where the folder has none."""
+        wants_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        _refuse_other_decoder(info, args[0] if args else kwargs.get("pretrained_model_name_or_path"))
+        if model.generation_config is None or model.generation_config.bos_token_id is None:
+            # a pretraining folder has no generation_config.json: transformers derives one without these tokens
+            model.generation_config = model.default_generation_config()
+        return (model, info) if wants_info else model
+
+
+def _refuse_other_decoder(info: dict[str, Any], source: Any) -> None:
+    """Raise when the checkpoint has `report_decoder.*` weights that are not this decoder's."""
+    stale = sorted(key for key in info["unexpected_keys"] if key.startswith("report_decoder."))
+    if not stale:
+        return
+    missing = sorted(key for key in info["missing_keys"] if key.startswith("report_decoder."))
+    old = any(_OLD_DECODER_KEYS.match(key) for key in stale)
+    what = "the hand-written report decoder PLACE used before its transformers decoder" if old else "a report decoder"
+    raise ValueError(
+        f"{source} holds {what} ({len(stale)} weights, e.g. {stale[:3]}) that this version cannot load: its decoder "
+        f"(transformers' BertLMHeadModel with cross-attention and a key/value cache) would miss {len(missing)} "
+        f"weights (e.g. {missing[:2]}) and start from random. Re-train the head from the pretrained folder "
+        "(examples/finetune_report_generation.py), or load the folder with the PLACE version that saved it."
+    )
 
 
 __all__ = [
@@ -710,10 +797,12 @@ __all__ = [
     "PlaceForSemanticSegmentation",
     "PlaceHeadPreTrainedModel",
     "PlaceObjectDetectionOutput",
+    "PRETRAINING_ONLY_INPUTS",
     "assign_boxes_to_patches",
     "box_cxcywh_to_xyxy",
     "box_xyxy_to_cxcywh",
     "dice_loss",
     "evenly_spaced_blocks",
     "fill_head_defaults",
+    "report_decoder_config",
 ]

@@ -16,13 +16,19 @@ An empty report (no sentence in the chosen sections, or only white space) raises
 batch index; use `is_valid_report` to filter a dataset beforehand. A report whose first sentence alone is
 longer than `max_length` keeps its (truncated) tokens but has no counted sentence (all ids -1, hashes 0).
 
-Images go through `PlaceImageProcessor` (`train=True` turns on its augmentation) into `pixel_values`.
+Prompt mode (`text_mode="prompt"`, what a report-generation folder's processor is saved with): each text is a
+generation prompt, a prefix the report continues (`""` starts it from scratch). It is tokenised as it is, behind
+[CLS] and without [SEP], into `input_ids` and `attention_mask` only (padded on the tokenizer's `padding_side`),
+which `PlaceForReportGeneration.generate` and `pipeline("image-text-to-text")` take.
+
+Images go through `PlaceImageProcessor` (`train=True` turns on its augmentation) into `pixel_values`; images alone
+give `pixel_values` alone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from transformers import BatchFeature
@@ -31,11 +37,13 @@ from transformers.processing_utils import ProcessorMixin
 from .image_processing_place import PlaceImageProcessor
 from .report_place import report_to_sentences, sentence_hash
 
-__all__ = ["NO_CUT", "PlaceProcessor", "assign_sentence_ids", "first_dropped_characters"]
+__all__ = ["NO_CUT", "TEXT_MODES", "PlaceProcessor", "assign_sentence_ids", "first_dropped_characters"]
 
 _DEFAULT_SECTIONS = ("findings", "impression")
 #: "Nothing was truncated" in `first_dropped_characters`.
 NO_CUT = np.iinfo(np.int64).max
+#: What `text` is: reports (pretraining: sentences, sentence ids and hashes) or generation prompts.
+TEXT_MODES = ("report", "prompt")
 
 
 #: The `hypothesis_template` for `pipeline("zero-shot-image-classification")`: a finding written as a report
@@ -56,6 +64,7 @@ class PlaceProcessor(ProcessorMixin):
         max_sentences: K, the number of sentence slots per report.
         max_length: Maximum number of tokens per report, special tokens included.
         sections: Report sections that provide the sentences (the whole text when a report has no headers).
+        text_mode: `"report"` (pretraining inputs) or `"prompt"` (generation prompts); see the module docstring.
 
     Example:
         ```python
@@ -63,6 +72,7 @@ class PlaceProcessor(ProcessorMixin):
         >>> batch = processor(images=["a.png"], text=["FINDINGS: Lungs are clear. No effusion."])
         >>> batch["sentence_ids"]        # e.g. [[-1, 0, 0, 0, 0, 1, 1, 1, -1]]
         >>> batch["sentence_hashes"]     # [[h0, h1, 0, ..., 0]]
+        >>> processor(images=["a.png"], text="The heart", text_mode="prompt")["input_ids"]  # [[CLS, the, heart]]
         ```
     """
 
@@ -73,6 +83,7 @@ class PlaceProcessor(ProcessorMixin):
         max_sentences: int = 16,
         max_length: int = 128,
         sections: Sequence[str] = _DEFAULT_SECTIONS,
+        text_mode: Literal["report", "prompt"] = "report",
         **kwargs: Any,
     ) -> None:
         if tokenizer is None:
@@ -85,6 +96,7 @@ class PlaceProcessor(ProcessorMixin):
         if getattr(tokenizer, "truncation_side", "right") != "right":
             raise ValueError("PlaceProcessor needs a tokenizer with truncation_side='right' (reports keep their start)")
         _check_positive(max_sentences=max_sentences, max_length=max_length)
+        self.text_mode = _check_text_mode(text_mode)
         self.max_sentences = int(max_sentences)
         self.max_length = int(max_length)
         report_to_sentences("", sections)  # validates the section names early
@@ -105,6 +117,7 @@ class PlaceProcessor(ProcessorMixin):
         max_length: int | None = None,
         max_sentences: int | None = None,
         padding: bool | str = "longest",
+        text_mode: Literal["report", "prompt"] | None = None,
         **kwargs: Any,
     ) -> BatchFeature:
         """Process images and/or reports of one batch.
@@ -116,6 +129,7 @@ class PlaceProcessor(ProcessorMixin):
             train: Turn on the image processor's random augmentation.
             max_length / max_sentences: Per-call overrides of the processor's settings.
             padding: Passed to the tokenizer ("longest" pads to the longest report of the batch).
+            text_mode: Per-call override of the processor's `text_mode` ("report" or "prompt").
             **kwargs: Extra image processor arguments (e.g. `crop_size`).
 
         Raises:
@@ -126,7 +140,10 @@ class PlaceProcessor(ProcessorMixin):
             raise ValueError("PlaceProcessor needs `images`, `text` or both")
         data: dict[str, Any] = {}
         if text is not None:
-            data.update(self._encode_reports(text, max_length, max_sentences, padding))
+            if _check_text_mode(text_mode or self.text_mode) == "prompt":
+                data.update(self._encode_prompts(text, max_length, padding))
+            else:
+                data.update(self._encode_reports(text, max_length, max_sentences, padding))
         if images is not None:
             pixels = self.image_processor(images, do_augment=train, return_tensors="pt", **kwargs)["pixel_values"]
             if text is not None and pixels.shape[0] != data["input_ids"].shape[0]:
@@ -182,6 +199,21 @@ class PlaceProcessor(ProcessorMixin):
             "sentence_hashes": sentence_hashes,
         }
 
+    def _encode_prompts(
+        self, text: str | Sequence[str], max_length: int | None, padding: bool | str
+    ) -> dict[str, np.ndarray]:
+        """[CLS] + the prompt's tokens, no [SEP]: the report goes on from there."""
+        prompts = [text] if isinstance(text, str) else list(text)
+        for index, prompt in enumerate(prompts):
+            if not isinstance(prompt, str):
+                raise TypeError(f"Prompt at batch index {index} must be a str, got {type(prompt).__name__}")
+        room = (max_length or self.max_length) - 1  # the [CLS] in front
+        tokens = self.tokenizer(prompts, add_special_tokens=False, truncation=True, max_length=room)["input_ids"]
+        encoding = self.tokenizer.pad(
+            {"input_ids": [[self.tokenizer.cls_token_id, *row] for row in tokens]}, padding=padding, return_tensors="np"
+        )
+        return {key: encoding[key].astype(np.int64) for key in ("input_ids", "attention_mask")}
+
     def _sentences_of(self, report: Any, index: int, slots: int) -> list[str]:
         if not isinstance(report, str):
             raise TypeError(f"Report at batch index {index} must be a str, got {type(report).__name__}")
@@ -189,9 +221,16 @@ class PlaceProcessor(ProcessorMixin):
         if not sentences:
             raise ValueError(
                 f"Report at batch index {index} has no sentence in sections {list(self.sections)} "
-                f"(report: {report!r:.120}); filter such reports with `processor.is_valid_report`"
+                f"(report: {report!r:.120}); filter such reports with `processor.is_valid_report` "
+                "(a generation prompt needs text_mode='prompt')"
             )
         return sentences
+
+
+def _check_text_mode(text_mode: str) -> str:
+    if text_mode not in TEXT_MODES:
+        raise ValueError(f"text_mode must be one of {TEXT_MODES}, got {text_mode!r}")
+    return text_mode
 
 
 def _check_positive(**values: int) -> None:

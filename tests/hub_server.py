@@ -43,6 +43,16 @@ if TYPE_CHECKING:
 __all__ = ["Blob", "Commit", "HubError", "LocalHub", "Repo"]
 
 # Files the Hub stores through LFS: binary content, large files, or these suffixes (the default .gitattributes).
+#: Prefix of a client script that must load a repository's custom code only (`trust_remote_code=True`): importing
+#: the installed PLACE packages raises, so nothing of them can be used by mistake.
+BLOCK_PACKAGES = """
+import sys
+class BlockPackages:  # only the repositories' custom code may be used, never the installed packages
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("modeling_place", "processing", "training"):
+            raise ImportError("blocked " + name)
+sys.meta_path.insert(0, BlockPackages())
+"""
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".onnx", ".msgpack", ".npz", ".npy",
                 ".arrow", ".parquet", ".zip", ".gz", ".tar", ".png", ".jpg", ".jpeg")
 LFS_MIN_SIZE = 10 * 1024 * 1024

@@ -5,11 +5,12 @@ import importlib
 import json
 import math
 import os
+from pathlib import Path
 
 import pytest
 import torch
 
-from benchmarks import data_loading, gpu, inference, memory, train_step
+from benchmarks import data_loading, decoding, gpu, inference, memory, train_step
 from modeling_place import PlaceConfig, PlaceModel
 from tests.helpers import micro_config
 
@@ -213,3 +214,22 @@ def test_largest_batch_search_and_variants_back_off_on_out_of_memory():
     row = gpu.measure_variant(runner, gpu.VARIANTS[0], 8, args, {"bf16": 1e12}, deadline=float("inf"))
     assert row["status"] == "ok" and row["batch"] == 2 and row["oom_batches"] == [8, 4]
     assert len(row["times_s"]) == 2 and row["mfu_bf16_peak"] > 0
+
+
+# -- decoding --------------------------------------------------------------------------------------------------
+def test_decoding_quick_compares_cached_uncached_and_another_checkout(tmp_path):
+    """This checkout stands in for the old one (imported again under another package name)."""
+    output = tmp_path / "decoding.json"
+    checkout = Path(decoding.__file__).resolve().parents[1]
+    report = decoding.main(["--quick", "--old-checkout", str(checkout), "--output", str(output)])
+    assert _read(output) == json.loads(json.dumps(report))
+    rows = report["rows"]
+    assert [row["decoder"] for row in rows[:3]] == ["new, use_cache=False", "new, use_cache=True",
+                                                    "old (hand-written, no cache)"]
+    assert [(row["setting"], row["batch"], row["beams"]) for row in rows[::3]] == list(decoding.SETTINGS)
+    for row in rows:
+        assert row["tokens"] == row["batch"] * 8 and row["tokens_per_s"] == pytest.approx(row["tokens"] / row["seconds"])
+        assert row["same_tokens"] is (True if row["decoder"].startswith("new") else None)
+    assert [row["speedup_vs_uncached"] for row in rows[::3]] == [1.0] * len(decoding.SETTINGS)
+    parameters = report["decoder_parameters"]
+    assert parameters["new"] == parameters["old"] > 0 and report["old_checkout"] == str(checkout)

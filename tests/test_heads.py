@@ -90,7 +90,8 @@ def test_head_from_pretraining_folder_reports_only_its_new_weights(pretrained_di
     head, info = head_class.from_pretrained(pretrained_dir, output_loading_info=True, **kwargs)
     assert len(info["unexpected_keys"]) == 0
     pretrained = {name for name, _ in PlaceModel.from_pretrained(pretrained_dir).named_parameters()}
-    new = {name for name, _ in head.named_parameters() if name not in pretrained}
+    # tied weights (the report decoder's output layer is its input embedding) are reported under both names
+    new = {name for name, _ in head.named_parameters(remove_duplicate=False) if name not in pretrained}
     assert new and set(info["missing_keys"]) == new
 
 
@@ -311,8 +312,101 @@ def test_generate_greedy_and_beam_start_with_cls_and_stop_at_sep(pretrained_dir)
     logits = head(greedy, pixel_values=pixels).logits
     torch.testing.assert_close(logits[:, :-1].argmax(-1), greedy[:, 1:])
     with torch.no_grad():
-        head.report_decoder.lm_head.bias[3] = 1e4  # [SEP] always wins: generation stops after one token
+        head.get_output_embeddings().bias[3] = 1e4  # [SEP] always wins: generation stops after one token
     assert head.generate(pixel_values=pixels, max_new_tokens=5).tolist() == [[2, 3], [2, 3]]
+
+
+def _talkative_decoder(pretrained_dir, **options):
+    """A report head whose random decoder writes varied tokens and never stops early (so sequences compare)."""
+    torch.manual_seed(0)
+    head = PlaceForReportGeneration.from_pretrained(pretrained_dir, **{**DECODER, "decoder_layers": 2, **options}).eval()
+    with torch.no_grad():
+        head.get_input_embeddings().weight.normal_(std=1.0)  # tied: the output layer too
+        head.get_output_embeddings().bias[head.config.report_eos_token_id] = -1e4
+    return head
+
+
+def test_cached_and_uncached_decoding_give_the_same_tokens(pretrained_dir, monkeypatch):
+    head, pixels = _talkative_decoder(pretrained_dir), _pixels()
+    lengths, encoded = [], []
+    decoder_forward, encode = head.report_decoder.forward, head.encode_image_memory
+    monkeypatch.setattr(head.report_decoder, "forward", lambda **kw: lengths.append(kw["input_ids"].shape[1]) or decoder_forward(**kw))
+    monkeypatch.setattr(head, "encode_image_memory", lambda p: encoded.append(p.shape[0]) or encode(p))
+    for options in ({}, {"num_beams": 3}, {"num_beams": 2, "num_return_sequences": 2}):
+        lengths.clear(), encoded.clear()
+        cached = head.generate(pixel_values=pixels, max_new_tokens=8, **options)
+        assert encoded == [2] and lengths == [1] * 8  # the image once, before beams expand the batch; one token a step
+        uncached = head.generate(pixel_values=pixels, max_new_tokens=8, use_cache=False, **options)
+        assert cached.shape[1] == 9 and len(set(cached[0].tolist())) > 3, cached  # varied, full-length sequences
+        assert torch.equal(cached, uncached), options
+    torch.manual_seed(1)
+    sampled = head.generate(pixel_values=pixels, max_new_tokens=8, do_sample=True, top_k=0)
+    torch.manual_seed(1)
+    assert torch.equal(sampled, head.generate(pixel_values=pixels, max_new_tokens=8, do_sample=True, top_k=0, use_cache=False))
+
+
+def test_prompts_continue_and_left_padding_changes_nothing(pretrained_dir):
+    """A prompt is a prefix ([CLS] + tokens): batched with left padding (as the pipeline does) or alone, the same."""
+    head, pixels = _talkative_decoder(pretrained_dir), _pixels()
+    prompts = [[2, 7, 9, 11], [2, 8]]
+    alone = [head.generate(input_ids=torch.tensor([prompt]), pixel_values=pixels[i : i + 1], max_new_tokens=6)[0]
+             for i, prompt in enumerate(prompts)]
+    batch = torch.tensor([[2, 7, 9, 11], [0, 0, 2, 8]])
+    together = head.generate(input_ids=batch, attention_mask=(batch != 0).long(), pixel_values=pixels, max_new_tokens=6)
+    assert together[0].tolist() == alone[0].tolist() and together[1, 2:].tolist() == alone[1].tolist()
+    assert alone[0][:4].tolist() == prompts[0] and len(alone[1]) == 2 + 6
+    # max_new_tokens beyond the position table stops at decoder_max_length (16), prompt included
+    assert head.generate(input_ids=torch.tensor([prompts[0]]), pixel_values=pixels[:1], max_new_tokens=50).shape[1] == 16
+    with pytest.raises(ValueError, match="decoder_max_length"):
+        head(input_ids=torch.full((1, 17), 5), pixel_values=pixels[:1])
+
+
+def test_report_loss_ignores_minus_100_padding_and_masked_tokens(pretrained_dir):
+    head = PlaceForReportGeneration.from_pretrained(pretrained_dir, **DECODER)
+    ids = torch.tensor([[2, 7, 9, 12, 3], [2, 8, 3, 0, 0]])
+    labels = ids.clone()
+    labels[0, 2] = -100
+    mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]])  # the first report's [SEP] masked out
+    out = head(input_ids=ids, attention_mask=mask, pixel_values=_pixels(), labels=labels)
+    keep = torch.tensor([[True, False, True, False], [True, True, False, False]])  # next tokens that count
+    logits = out.logits[:, :-1][keep]
+    torch.testing.assert_close(out.loss, F.cross_entropy(logits, ids[:, 1:][keep]))
+    # the pretraining keys of a report batch are accepted and change nothing; generate refuses them
+    extra = {"sentence_ids": torch.zeros_like(ids), "sentence_hashes": torch.ones(2, 4, dtype=torch.long)}
+    again = head(input_ids=ids, attention_mask=mask, pixel_values=_pixels(), labels=labels, **extra)
+    torch.testing.assert_close(again.loss, out.loss)
+    with pytest.raises(ValueError, match="text_mode='prompt'"):
+        head.generate(input_ids=ids, pixel_values=_pixels(), **extra)
+
+
+def test_resize_token_embeddings_grows_the_vocabulary(pretrained_dir, tmp_path):
+    head = PlaceForReportGeneration.from_pretrained(pretrained_dir, **DECODER)
+    old = head.config.text_config.vocab_size
+    head.resize_token_embeddings(old + 7)
+    assert head.config.text_config.vocab_size == old + 7 == head.report_decoder.config.vocab_size
+    assert head.get_output_embeddings().weight is head.get_input_embeddings().weight  # still tied
+    ids = torch.tensor([[2, old + 3, old + 6, 3]])  # new tokens in and out
+    out = head(input_ids=ids, pixel_values=_pixels(1), labels=ids)
+    assert out.logits.shape == (1, 4, old + 7) and torch.isfinite(out.loss)
+    out.loss.backward()
+    assert head.get_input_embeddings().weight.grad[old + 3].abs().sum() > 0
+    head.save_pretrained(tmp_path)
+    assert PlaceForReportGeneration.from_pretrained(tmp_path).get_input_embeddings().num_embeddings == old + 7
+
+
+def test_a_folder_with_the_old_decoder_is_refused(pretrained_dir, tmp_path):
+    """Weights of the hand-written decoder (before transformers' one) must not load as a randomly started decoder."""
+    from safetensors.torch import load_file, save_file
+
+    PlaceForReportGeneration.from_pretrained(pretrained_dir, **DECODER).save_pretrained(tmp_path)
+    state = {k: v for k, v in load_file(tmp_path / "model.safetensors").items() if not k.startswith("report_decoder.")}
+    old_keys = ["token_embedding.weight", "position_embedding.weight", "layers.0.self_attn.qkv.weight",
+                "layers.0.cross_attn.q_proj.weight", "final_norm.weight", "lm_head.weight", "lm_head.bias"]
+    state.update({f"report_decoder.{key}": torch.zeros(3, 2) for key in old_keys})
+    save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    for loader in (PlaceForReportGeneration, AutoModelForImageTextToText):
+        with pytest.raises(ValueError, match=r"hand-written report decoder.*report_decoder\.final_norm\.weight.*Re-train"):
+            loader.from_pretrained(tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------- Auto classes

@@ -44,7 +44,7 @@ from modeling_place.publishing import (
 )
 from modeling_place.processing import PlaceImageProcessor, PlaceProcessor, train_wordpiece_tokenizer
 from tests.helpers import micro_config
-from tests.hub_server import LocalHub, git_blob_oid, validate_card_metadata
+from tests.hub_server import BLOCK_PACKAGES, LocalHub, git_blob_oid, validate_card_metadata
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SECRET_TOKEN = "hf_placeTestSecretTokenNeverPrinted"
@@ -138,14 +138,9 @@ PUBLISH_SCRIPT = textwrap.dedent(
     """
 )
 
-LOAD_SCRIPT = textwrap.dedent(
+LOAD_SCRIPT = BLOCK_PACKAGES + textwrap.dedent(
     """
     import json, sys
-    class BlockPackages:  # only the repositories' custom code may be used, never the installed packages
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("modeling_place", "processing", "modeling_place.publishing", "training"):
-                raise ImportError("blocked " + name)
-    sys.meta_path.insert(0, BlockPackages())
     import torch, transformers
     from huggingface_hub import ModelCard
     from safetensors.torch import save_file

@@ -197,6 +197,36 @@ def test_image_only_and_text_only_calls(trained_tokenizer):
         processor()
 
 
+def test_prompt_mode_gives_a_generation_prefix(trained_tokenizer, tmp_path):
+    """A prompt is [CLS] + its tokens as written (no section parsing, no [SEP]) and no pretraining keys."""
+    processor = _small_processor(trained_tokenizer, text_mode="prompt")
+    cls = trained_tokenizer.cls_token_id
+    batch = processor(images=[np.zeros((8, 8), np.uint8)] * 2, text=["FINDINGS:", "The lungs are"])
+    assert set(batch) == {"pixel_values", "input_ids", "attention_mask"}
+    findings = _tokens_of_sentence(trained_tokenizer, "FINDINGS:")
+    lungs = _tokens_of_sentence(trained_tokenizer, "The lungs are")
+    assert len(lungs) > len(findings)
+    pad = [trained_tokenizer.pad_token_id] * (len(lungs) - len(findings))
+    assert batch["input_ids"].tolist() == [[cls, *findings, *pad], [cls, *lungs]]  # padding_side "right"
+    assert batch["attention_mask"][0].tolist() == [1] * (1 + len(findings)) + [0] * len(pad)
+    assert processor(text="").input_ids.tolist() == [[cls]]  # "" starts the report from scratch
+    trained_tokenizer.padding_side = "left"  # what pipeline("image-text-to-text") sets for decoder-only models
+    try:
+        assert processor(text=["FINDINGS:", "The lungs are"])["input_ids"][0].tolist() == [*pad, cls, *findings]
+    finally:
+        trained_tokenizer.padding_side = "right"
+    # the mode is saved with the processor, and a call can override it
+    processor.save_pretrained(tmp_path)
+    reloaded = PlaceProcessor.from_pretrained(tmp_path)
+    assert reloaded.text_mode == "prompt"
+    assert "sentence_ids" in reloaded(text=REPORTS[0], text_mode="report")
+    assert "sentence_ids" not in reloaded(text=REPORTS[0])
+    with pytest.raises(ValueError, match="text_mode"):
+        PlaceProcessor(tokenizer=trained_tokenizer, text_mode="chat")
+    with pytest.raises(TypeError, match="Prompt at batch index 1"):
+        processor(text=["FINDINGS:", None])
+
+
 def test_bad_reports_raise_naming_the_batch_index(trained_tokenizer):
     processor = _small_processor(trained_tokenizer)
     with pytest.raises(ValueError, match="batch index 1"):

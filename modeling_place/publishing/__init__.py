@@ -397,8 +397,9 @@ def _head_summary(config: dict[str, Any], variant: str) -> list[str]:
     frozen = config.get("freeze_encoder", False)
     lines = [f"- Encoder: {'frozen (linear probe / frozen backbone)' if frozen else 'fine-tuned end to end'}"]
     if variant == "report_generation":
-        lines.append(f"- Report decoder: {config.get('decoder_layers')} layers, width "
-                     f"{config.get('decoder_hidden_size')}, at most {config.get('decoder_max_length')} tokens")
+        lines.append(f"- Report decoder: transformers `BertLMHeadModel` (causal, cross-attention to the image, "
+                     f"key/value cache), {config.get('decoder_layers')} layers, width {config.get('decoder_hidden_size')}, "
+                     f"{config.get('decoder_num_heads')} heads, at most {config.get('decoder_max_length')} tokens")
     elif variant == "detection":
         from modeling_place.heads_place import HEAD_DEFAULTS
 

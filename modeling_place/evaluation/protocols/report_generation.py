@@ -1,4 +1,4 @@
-"""Report generation on the synthetic benchmark: a transformer decoder over patch tokens and V-PORs.
+"""Report generation on the synthetic benchmark: a BERT decoder (transformers) over patch tokens and V-PORs.
 
     python examples/finetune_report_generation.py --model place-tiny --num_beams 3
 
@@ -38,6 +38,7 @@ def run(settings: argparse.Namespace) -> dict:
         report_pad_token_id=tokenizer.pad_token_id, freeze_encoder=True, dtype=torch.float32)
     image_processor = task_image_processor(model.config)
     text_processor.image_processor = image_processor  # the saved folder ships the one the model was evaluated with
+    text_processor.text_mode = "prompt"  # and prepares generation prompts (pipeline("image-text-to-text"))
 
     def teacher_forced_batches(dataset: Any, shuffle: bool = False, seed: int = 0) -> Iterator[dict[str, Any]]:
         for rows in batches(dataset, settings.batch_size, shuffle=shuffle, seed=seed):
