@@ -86,8 +86,12 @@ def _missing(folder: Path) -> list[str]:
 
 # -- saving ----------------------------------------------------------------------------------------------
 def save_checkpoint(accelerator: Any, root: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, trainer_state: dict[str, Any], keep: int) -> Path:
-    """Write `root/checkpoint_<step>` atomically (every rank calls this); keep the newest `keep` checkpoints."""
+                    scheduler: Any, trainer_state: dict[str, Any], keep: int,
+                    extra: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
+    """Write `root/checkpoint_<step>` atomically (every rank calls this); keep the newest `keep` checkpoints.
+
+    `scheduler` may be None (a loop that sets its rates itself); `extra` holds further tensors to save, one
+    `<name>.safetensors` per entry (e.g. the best epoch's weights of a head)."""
     temp, final = root / f"{TEMP_PREFIX}{PREFIX}{step}", root / f"{PREFIX}{step}"
     main = accelerator.is_main_process
     if main:
@@ -101,7 +105,9 @@ def save_checkpoint(accelerator: Any, root: Path, step: int, model: torch.nn.Mod
         tensors, meta = optimizer_to_safe(optimizer.state_dict())
         save_file(tensors, str(temp / OPTIMIZER_TENSORS))
         _write_json(temp / OPTIMIZER_JSON, meta)
-        _write_json(temp / SCHEDULER_JSON, scheduler.state_dict())
+        _write_json(temp / SCHEDULER_JSON, scheduler.state_dict() if scheduler is not None else {})
+        for name, tensors in (extra or {}).items():
+            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(temp / f"{name}.safetensors"))
         if accelerator.scaler is not None:
             _write_json(temp / SCALER_JSON, accelerator.scaler.state_dict())
     accelerator.wait_for_everyone()  # every rank's RNG file is in place before the folder is declared complete
@@ -165,7 +171,8 @@ def load_checkpoint(accelerator: Any, folder: Path, model: torch.nn.Module, opti
     load_model(accelerator.unwrap_model(model), str(folder / MODEL_FILE), device=str(accelerator.device))
     meta = json.loads((folder / OPTIMIZER_JSON).read_text())
     optimizer.load_state_dict(optimizer_from_safe(load_file(str(folder / OPTIMIZER_TENSORS)), meta))
-    scheduler.load_state_dict(json.loads((folder / SCHEDULER_JSON).read_text()))
+    if scheduler is not None:
+        scheduler.load_state_dict(json.loads((folder / SCHEDULER_JSON).read_text()))
     if accelerator.scaler is not None and (folder / SCALER_JSON).exists():
         accelerator.scaler.load_state_dict(json.loads((folder / SCALER_JSON).read_text()))
     rng_file = folder / f"rng_state_{accelerator.process_index}.json"
