@@ -152,8 +152,10 @@ class HeadTrainer(AcceleratedLoop):
         trainable = [p for p in task.model.parameters() if p.requires_grad]
         self.trainable_keys = _trainable_state_keys(task.model)
         optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+        # Its own generator: starting an epoch's iterator must not draw from the global RNG, or a resumed run
+        # (whose iterator starts mid-epoch) would see other dropout masks than an uninterrupted one.
         loader = DataLoader(RowBatches(task), batch_sampler=EpochBatches(task.epoch_order, config.batch_size),
-                            collate_fn=_as_is)
+                            collate_fn=_as_is, generator=torch.Generator().manual_seed(config.seed))
         self.model, self.optimizer, self.train_loader = self.accelerator.prepare(task.model, optimizer, loader)
         self.history: list[dict[str, float]] = []
         self.best_epoch, self.best_validation = -1, -math.inf
@@ -209,8 +211,10 @@ class HeadTrainer(AcceleratedLoop):
 
     def _after_epoch(self) -> None:
         epoch = self.progress.epoch - 1
+        self._count_rows()
         self.task.model.eval()
-        score = float(broadcast(torch.tensor([self.task.validate()], device=self.accelerator.device)).item())
+        score = torch.tensor([self.task.validate()], dtype=torch.float64, device=self.accelerator.device)
+        score = float(broadcast(score).item())  # every rank validated alike; rank 0's score decides for all
         loss_sum, batches = self.accelerator.reduce(self._epoch_loss.to(self.accelerator.device), "sum").tolist()
         record = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
                   "train_loss": loss_sum / batches if batches else float("nan"), "validation": score}
@@ -219,17 +223,22 @@ class HeadTrainer(AcceleratedLoop):
         self.log(f"  epoch {epoch}: loss {record['train_loss']:.4f}, validation {score:.4f}")
         self.accelerator.log(record, step=self.progress.step)
         self._append_metrics({"kind": "validation", "step": self.progress.step, **record}, HEAD_METRICS_LOG)
-        if score > self.best_validation:  # each rank decides alike: the score is rank 0's
+        if score > self.best_validation:
             self.best_epoch, self.best_validation = epoch, score
             self.best_state = self._trainable_state()
         if self.run_dir is not None:
             self._save()
 
     def _save(self) -> None:
+        self._count_rows()
+        self._write_checkpoint()
+
+    def _count_rows(self) -> None:
+        """Add every rank's trained rows to `progress.samples`: measured, so a launch that started fewer ranks
+        than asked shows in it."""
         rows = self.accelerator.reduce(self._pending_rows.to(self.accelerator.device), "sum")
         self.progress.samples += int(rows.item())
         self._pending_rows.zero_()
-        self._write_checkpoint()
 
     def _trainable_state(self) -> dict[str, torch.Tensor]:
         """The trainable weights (and buffers) of the head, copied to the CPU."""
