@@ -42,11 +42,21 @@ def task_image_processor(config: Any) -> PlaceImageProcessor:
 
 
 def load_split(name: str, settings: Any):
-    """A synthetic benchmark split (`settings.size` scales it; None = docs/BENCHMARK.md sizes)."""
+    """A synthetic benchmark split (`settings.size` scales it; None = docs/BENCHMARK.md sizes). Under DDP the
+    main process builds the cache and the others then read it."""
     from modeling_place.data.synthetic_cxr import build_split
+    from modeling_place.training.data import distributed_state
 
-    return build_split(name, cache_dir=settings.data_cache, seed=settings.seed, size=settings.size,
-                       image_size=settings.image_size)
+    with distributed_state().main_process_first():
+        return build_split(name, cache_dir=settings.data_cache, seed=settings.seed, size=settings.size,
+                           image_size=settings.image_size)
+
+
+def is_main_process() -> bool:
+    """False on the other ranks of a multi-process launch: they train, the main process writes the files."""
+    from modeling_place.training.data import distributed_state
+
+    return distributed_state().is_main_process
 
 
 def fraction_of(dataset: Any, fraction: float, seed: int) -> Any:
@@ -70,8 +80,9 @@ def pixels_of(processor: PlaceImageProcessor, rows: dict[str, list], train: bool
 
 def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=float))
+    if is_main_process():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload, indent=2, default=float))
     return path
 
 
@@ -419,9 +430,11 @@ def run_from_command_line(
 
 
 def save_head(model: Any, processor: Any, folder: str | Path) -> Path:
-    """Save a trained head with the processor it was evaluated with, so that the folder loads and publishes alone."""
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
+    """Save a trained head with the processor it was evaluated with, so that the folder loads and publishes alone
+    (the main process writes it)."""
+    if is_main_process():
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
     return Path(folder)
 
 
@@ -435,7 +448,7 @@ def write_results(
     `model-index` comes from the results file just written.
     """
     results_path = write_json(Path(settings.output_dir) / f"{name}.json", payload)
-    if getattr(settings, "push_to_hub", False):
+    if getattr(settings, "push_to_hub", False) and is_main_process():
         _check_hub_settings(settings)
         from modeling_place.publishing import publish
 
@@ -484,6 +497,7 @@ __all__ = [
     "fit_labelled",
     "fraction_of",
     "head_mixed_precision",
+    "is_main_process",
     "head_seed",
     "load_head",
     "load_pretrained",

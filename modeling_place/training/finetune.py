@@ -165,7 +165,8 @@ class HeadTrainer(AcceleratedLoop):
 
     def train(self) -> dict[str, Any]:
         """Train the remaining epochs (resuming from `run_dir` if it holds a checkpoint); restore the best epoch's
-        trainable weights. Returns the validation history, the best epoch and its score, steps and samples."""
+        trainable weights. Returns the validation history, the best epoch and its score, steps, samples, processes,
+        device and precision."""
         if self.config.resume:
             self._load_newest_checkpoint()
         self.accelerator.init_trackers(self.config.project, config=flat_config(dataclasses.asdict(self.config)))
@@ -181,7 +182,8 @@ class HeadTrainer(AcceleratedLoop):
         for tracker in self.accelerator.trackers:  # not end_training(): it also ends DDP, which later heads use
             tracker.finish()
         return {"history": self.history, "best_epoch": self.best_epoch, "best_validation": float(self.best_validation),
-                "steps": self.progress.step, "samples": self.progress.samples}
+                "steps": self.progress.step, "samples": self.progress.samples, "processes": self.accelerator.num_processes,
+                "device": self.accelerator.device.type, "mixed_precision": self.accelerator.mixed_precision}
 
     def _set_epoch_rate(self) -> None:
         # At a constant rate the dense heads' validation scores still jumped between the last epochs (10 %
