@@ -147,6 +147,9 @@ class HeadTrainer(AcceleratedLoop):
         # A head trains part of its encoder at most (unused towers, frozen blocks): DDP must look for unused ones.
         accelerator = make_accelerator(config.run_dir, head_mixed_precision(config.mixed_precision), config.grad_accum,
                                        config.trackers, find_unused_parameters=True)
+        if str(accelerator.distributed_type).endswith("FSDP"):
+            raise NotImplementedError("heads train with DDP or one process (their best-epoch copy holds whole "
+                                      "tensors); FSDP is for pretraining: launch heads with a multi_gpu config")
         super().__init__(accelerator, config.run_dir, config.keep_checkpoints, config.max_grad_norm, config.progress_bar)
         self.task, self.config, self.log = task, config, log
         trainable = [p for p in task.model.parameters() if p.requires_grad]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from torch.utils.data import DataLoader
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
@@ -27,6 +27,7 @@ from modeling_place.publishing import write_model_card
 from .config import TrainConfig
 from .data import EpochShuffleSampler, ImageReportPairs, PairSplits, PlaceCollator
 from .loop import AcceleratedLoop, TrainProgress, flat_config, make_accelerator, resolve_mixed_precision
+from .sharding import prepare_for_fsdp, save_pretrained_gathered
 
 __all__ = ["NonFiniteLossError", "PlaceTrainer", "TrainProgress", "parameter_groups", "recall_at_k",
            "resolve_mixed_precision"]
@@ -78,6 +79,8 @@ class PlaceTrainer(AcceleratedLoop):
         set_seed(config.seed)
         if config.gradient_checkpointing:
             model.activation_checkpointing_enable()
+        if accelerator.distributed_type == DistributedType.FSDP:
+            prepare_for_fsdp(model)
         optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.98))
         # transformers' schedule: linear warm-up from 0, then a half cosine down to min_lr_ratio x lr at max_steps
         self.scheduler = get_cosine_with_min_lr_schedule_with_warmup(
@@ -265,11 +268,10 @@ class PlaceTrainer(AcceleratedLoop):
     def save_pretrained(self, output_dir: str | Path, summary: dict[str, Any] | None = None) -> None:
         """Model (safetensors + Hub custom code), processor, training config and summary → `output_dir`."""
         self.accelerator.wait_for_everyone()
+        output_dir = Path(output_dir)
+        save_pretrained_gathered(self.accelerator, self.model, output_dir)  # under FSDP every rank gathers
         if not self.accelerator.is_main_process:
             return
-        output_dir = Path(output_dir)
-        model = self.accelerator.unwrap_model(self.model)
-        model.save_pretrained(output_dir)
         self.processor.save_pretrained(output_dir)
         self.config.save(output_dir / "train_config.json")
         if summary is not None:
@@ -278,6 +280,7 @@ class PlaceTrainer(AcceleratedLoop):
             shutil.copyfile(self.run_dir / METRICS_LOG, output_dir / METRICS_LOG)
         # model.save_pretrained wrote the card before the processor and train_config.json (its data and licence)
         write_model_card(output_dir)
+
 
 def _value(output: Any, name: str) -> torch.Tensor:
     value = getattr(output, name)
