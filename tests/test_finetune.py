@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from accelerate import debug_launcher
+from accelerate.state import AcceleratorState
 from safetensors.torch import load_file, save_file
 
 from modeling_place import PlaceConfig, PlaceForImageClassification
@@ -19,14 +20,16 @@ from tests.helpers import micro_config
 ROWS, LABELS = 16, 3
 
 
+def reset_accelerator_state() -> None:
+    """accelerate keeps one process-wide state (precision, accumulation): a run that sets its own starts clean."""
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 @pytest.fixture(autouse=True)
 def fresh_accelerator_state():
-    """accelerate keeps one process-wide state (precision, accumulation): each test starts from a clean one."""
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
+    reset_accelerator_state()
     yield
-    AcceleratorState._reset_state(reset_partial_state=True)
+    reset_accelerator_state()
 
 
 def micro_head(dropout: float = 0.0) -> PlaceForImageClassification:
@@ -109,9 +112,7 @@ def kill_after_checkpoint(monkeypatch, step: int) -> None:
 @pytest.fixture(scope="module")
 def straight_run(tmp_path_factory) -> tuple[dict[str, torch.Tensor], dict]:
     """An uninterrupted 3-epoch run (4 steps per epoch, checkpoints every step), with dropout: RNG matters."""
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
+    reset_accelerator_state()
     head = micro_head(dropout=0.3)
     config = run_config(epochs=3, batch_size=4, run_dir=str(tmp_path_factory.mktemp("straight")), checkpoint_every=1)
     result = fit(head_task(head), config, log=lambda _: None)
@@ -183,3 +184,16 @@ def test_the_best_validated_epoch_is_kept_also_when_the_run_was_killed_after_it(
     # the weights of epoch 1 (from the checkpoint's best.safetensors), not those of the last epoch
     assert torch.equal(model.head.weight, straight_states[1]) and not torch.equal(states[-1], straight_states[1])
     assert torch.equal(states[-1], straight_states[-1])
+
+
+def test_gradient_accumulation_of_two_half_batches_is_one_step_of_the_whole_batch():
+    results, models = {}, {}
+    for name, batch_size, accumulate in (("accumulated", 16, 2), ("whole", 32, 1)):
+        torch.manual_seed(0)
+        models[name] = Regressor()
+        task = regression_task(models[name], [0.0, 1.0], [])
+        results[name] = fit(task, run_config(batch_size=batch_size, grad_accum=accumulate), log=lambda _: None)
+        reset_accelerator_state()
+    assert results["accumulated"]["steps"] == results["whole"]["steps"] == 2  # one step per epoch
+    assert results["accumulated"]["samples"] == results["whole"]["samples"] == 64
+    torch.testing.assert_close(models["accumulated"].head.weight, models["whole"].head.weight, rtol=1e-5, atol=1e-6)
