@@ -171,7 +171,8 @@ def fit_config(settings: Any) -> FitConfig:
         grad_accum=getattr(settings, "grad_accum", 1), lr_schedule=getattr(settings, "lr_schedule", "cosine"),
         mixed_precision=getattr(settings, "mixed_precision", "auto"), seed=getattr(settings, "head_seed", 0),
         run_dir=run_dir, checkpoint_every=getattr(settings, "checkpoint_every", 0),
-        trackers=list(getattr(settings, "report_to", None) or []), progress_bar=getattr(settings, "progress_bar", False),
+        trackers=list(getattr(settings, "report_to", None) or []),
+        progress_bar=getattr(settings, "progress_bar", False),
     )
 
 

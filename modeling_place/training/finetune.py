@@ -150,7 +150,8 @@ class HeadTrainer(AcceleratedLoop):
         if str(accelerator.distributed_type).endswith("FSDP"):
             raise NotImplementedError("heads train with DDP or one process (their best-epoch copy holds whole "
                                       "tensors); FSDP is for pretraining: launch heads with a multi_gpu config")
-        super().__init__(accelerator, config.run_dir, config.keep_checkpoints, config.max_grad_norm, config.progress_bar)
+        super().__init__(accelerator, config.run_dir, config.keep_checkpoints, config.max_grad_norm,
+                         config.progress_bar)
         self.task, self.config, self.log = task, config, log
         trainable = [p for p in task.model.parameters() if p.requires_grad]
         self.trainable_keys = _trainable_state_keys(task.model)
@@ -185,8 +186,9 @@ class HeadTrainer(AcceleratedLoop):
         for tracker in self.accelerator.trackers:  # not end_training(): it also ends DDP, which later heads use
             tracker.finish()
         return {"history": self.history, "best_epoch": self.best_epoch, "best_validation": float(self.best_validation),
-                "steps": self.progress.step, "samples": self.progress.samples, "processes": self.accelerator.num_processes,
-                "device": self.accelerator.device.type, "mixed_precision": self.accelerator.mixed_precision}
+                "steps": self.progress.step, "samples": self.progress.samples,
+                "processes": self.accelerator.num_processes, "device": self.accelerator.device.type,
+                "mixed_precision": self.accelerator.mixed_precision}
 
     def _set_epoch_rate(self) -> None:
         # At a constant rate the dense heads' validation scores still jumped between the last epochs (10 %

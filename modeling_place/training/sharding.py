@@ -74,7 +74,8 @@ def plain_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def parametrized_names(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The inverse of `plain_names` for the tensors that `prepare_for_fsdp` parametrized in `model`."""
-    stored = {next(iter(plain_names({key: torch.zeros(1)}))): key for key in model.state_dict() if PARAMETRIZED.match(key)}
+    stored = {next(iter(plain_names({key: torch.zeros(1)}))): key
+              for key in model.state_dict() if PARAMETRIZED.match(key)}
     return {stored.get(key, key): value.reshape(1) if key in stored else value for key, value in state.items()}
 
 
