@@ -67,6 +67,9 @@ def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def _ddp_worker(folder: str) -> None:
     import torch.distributed as dist
 
+    # debug_launcher forks: in a child of a parent whose OpenMP pool already ran (earlier tests, 2 threads),
+    # OpenMP deadlocks; with one thread torch never enters it.
+    torch.set_num_threads(1)
     head = micro_head()
     result = fit(head_task(head), run_config(batch_size=4), log=lambda _: None)
     if dist.get_rank() == 0:
