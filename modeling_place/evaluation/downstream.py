@@ -172,6 +172,8 @@ def fit_config(settings: Any) -> FitConfig:
         mixed_precision=getattr(settings, "mixed_precision", "auto"), seed=getattr(settings, "head_seed", 0),
         run_dir=run_dir, checkpoint_every=getattr(settings, "checkpoint_every", 0),
         trackers=list(getattr(settings, "report_to", None) or []),
+        logging_dir=str(Path(getattr(settings, "output_dir", ".")) / "logs"),
+        project=getattr(settings, "head_name", None) or "place-head",
         progress_bar=getattr(settings, "progress_bar", False),
     )
 

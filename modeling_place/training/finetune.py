@@ -49,8 +49,9 @@ class FitConfig:
     keep_checkpoints: int = 1
     resume: bool = True  # continue from run_dir's newest checkpoint when there is one
     trackers: list[str] = field(default_factory=list)  # "tensorboard", "trackio", ...
+    logging_dir: str | None = None  # the trackers' folder when there is no run_dir
     progress_bar: bool = True
-    project: str = "place-head"  # the trackers' project name
+    project: str = "place-head"  # the trackers' project (run) name
 
     def __post_init__(self) -> None:
         checks = {"epochs": self.epochs >= 1, "lr": self.lr > 0, "batch_size": self.batch_size >= 1,
@@ -145,7 +146,8 @@ class HeadTrainer(AcceleratedLoop):
 
     def __init__(self, task: HeadTask, config: FitConfig, log: Callable[[str], None] = print) -> None:
         # A head trains part of its encoder at most (unused towers, frozen blocks): DDP must look for unused ones.
-        accelerator = make_accelerator(config.run_dir, head_mixed_precision(config.mixed_precision), config.grad_accum,
+        precision = head_mixed_precision(config.mixed_precision)
+        accelerator = make_accelerator(config.run_dir or config.logging_dir, precision, config.grad_accum,
                                        config.trackers, find_unused_parameters=True)
         if str(accelerator.distributed_type).endswith("FSDP"):
             raise NotImplementedError("heads train with DDP or one process (their best-epoch copy holds whole "

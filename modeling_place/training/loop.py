@@ -58,14 +58,15 @@ def resolve_mixed_precision(choice: str) -> str:
     return "bf16" if native else "no"
 
 
-def make_accelerator(run_dir: str | Path | None, mixed_precision: str, grad_accum: int, trackers: list[str],
+def make_accelerator(project_dir: str | Path | None, mixed_precision: str, grad_accum: int, trackers: list[str],
                      find_unused_parameters: bool) -> Accelerator:
-    """The `Accelerator` of a run: `mixed_precision` as resolved by the caller ("bf16", "fp16" or "no")."""
+    """The `Accelerator` of a run: `mixed_precision` as resolved by the caller ("bf16", "fp16" or "no");
+    trackers write under `project_dir`."""
     distributed_state()  # raises where a launch asked for N > 1 processes and started one
     # A frozen or switched-off part leaves trainable parameters without gradients; DDP must be told.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)
     # Checkpoints are written by checkpoint.py, not accelerate's save_state (pickled state, not atomic).
-    project = ProjectConfiguration(project_dir=str(run_dir)) if run_dir is not None else None
+    project = ProjectConfiguration(project_dir=str(project_dir)) if project_dir is not None else None
     return Accelerator(
         cpu=not torch.cuda.is_available(),  # see modeling_place.training.data.distributed_state
         mixed_precision=mixed_precision,
