@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -110,10 +111,18 @@ def _run_evaluate(*args: str) -> dict:
     return json.loads(Path(args[args.index("--output_dir") + 1], "results.json").read_text())
 
 
+def _regression_task(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, validate) -> Any:
+    """A `HeadTask` over (inputs, targets), in order, every epoch."""
+    from modeling_place.evaluation.downstream import HeadTask
+
+    rows = lambda indices: {"x": inputs[indices], "labels": targets[indices]}  # noqa: E731
+    return HeadTask(model, len(inputs), lambda epoch: [range(len(inputs))], rows, validate)
+
+
 def test_fit_decays_the_rate_on_a_cosine_and_restores_the_best_epoch():
     from types import SimpleNamespace
 
-    from modeling_place.evaluation.downstream import epoch_learning_rate, fit
+    from modeling_place.evaluation.downstream import FitConfig, epoch_learning_rate, fit
 
     torch.manual_seed(0)
     head = torch.nn.Linear(3, 1)
@@ -135,7 +144,8 @@ def test_fit_decays_the_rate_on_a_cosine_and_restores_the_best_epoch():
         states.append(head.weight.detach().clone())
         return next(scores)
 
-    result = fit(Regressor(), lambda epoch: iter([{"x": inputs, "labels": targets}]), validate, 4, 0.1, log=lambda _: None)
+    config = FitConfig(epochs=4, lr=0.1, batch_size=64, progress_bar=False)
+    result = fit(_regression_task(Regressor(), inputs, targets, validate), config, log=lambda _: None)
     assert [h["lr"] for h in result["history"]] == pytest.approx([0.1, 0.1 * 0.5 * (1 + np.cos(np.pi / 4)), 0.05,
                                                                   0.1 * 0.5 * (1 + np.cos(3 * np.pi / 4))])
     assert epoch_learning_rate(0.1, 4, 4) == pytest.approx(0.0)
@@ -143,11 +153,12 @@ def test_fit_decays_the_rate_on_a_cosine_and_restores_the_best_epoch():
     assert torch.equal(head.weight, states[1]) and not torch.equal(states[1], states[-1])
     # the ablation study's light budget keeps the constant rate it was run with
     scores = iter([0.1, 0.2])
-    constant = fit(Regressor(), lambda epoch: iter([{"x": inputs, "labels": targets}]), validate, 2, 0.1,
-                   log=lambda _: None, schedule="constant")
+    constant = fit(_regression_task(Regressor(), inputs, targets, validate),
+                   FitConfig(epochs=2, lr=0.1, batch_size=64, progress_bar=False, lr_schedule="constant"),
+                   log=lambda _: None)
     assert [h["lr"] for h in constant["history"]] == [0.1, 0.1]
-    with pytest.raises(ValueError, match="schedule must be one of"):
-        fit(Regressor(), lambda epoch: iter([]), validate, 1, 0.1, schedule="linear")
+    with pytest.raises(ValueError, match="lr_schedule"):
+        FitConfig(lr_schedule="linear")
 
 
 class _AutocastRecorder(torch.nn.Module):
@@ -180,7 +191,7 @@ def fresh_accelerator_state():
 
 
 def test_fit_trains_through_accelerate_fp32_numbers_unchanged_on_cpu_bf16_on_request(fresh_accelerator_state):
-    from modeling_place.evaluation.downstream import epoch_learning_rate, fit, head_mixed_precision
+    from modeling_place.evaluation.downstream import FitConfig, epoch_learning_rate, fit, head_mixed_precision
 
     inputs, targets = torch.randn(16, 3, generator=torch.Generator().manual_seed(1)), torch.randn(16, 1)
     batches = lambda epoch: iter([{"x": inputs[:8], "labels": targets[:8]}, {"x": inputs[8:], "labels": targets[8:]}])  # noqa: E731
@@ -195,12 +206,14 @@ def test_fit_trains_through_accelerate_fp32_numbers_unchanged_on_cpu_bf16_on_req
             optimizer.step()
             optimizer.zero_grad()
     scores = iter([0.0, 1.0])
-    fit(model, batches, lambda: next(scores), 2, 0.1, log=lambda _: None)
+    config = FitConfig(epochs=2, lr=0.1, batch_size=8, progress_bar=False)
+    fit(_regression_task(model, inputs, targets, lambda: next(scores)), config, log=lambda _: None)
     assert head_mixed_precision("auto") == "no" and set(model.seen) == {(False, "cpu")}
     assert torch.equal(model.head.weight, reference.weight) and torch.equal(model.head.bias, reference.bias)
     _reset_accelerator_state()
     bf16 = _AutocastRecorder()
-    fit(bf16, batches, lambda: 0.0, 1, 0.1, log=lambda _: None, mixed_precision="bf16")
+    config = FitConfig(epochs=1, lr=0.1, batch_size=8, progress_bar=False, mixed_precision="bf16")
+    fit(_regression_task(bf16, inputs, targets, lambda: 0.0), config, log=lambda _: None)
     assert set(bf16.seen) == {(True, "cpu")} and bf16.head.weight.dtype == torch.float32
     bf16.seen.clear()
     bf16(inputs, targets)  # the trained head's forward is its own again, without the autocast wrapper

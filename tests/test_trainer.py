@@ -181,7 +181,7 @@ def test_resume_never_unpickles_anything(tmp_path, monkeypatch, tokenizer_dir):
     assert not marker.exists()
 
 
-def test_sharded_runs_are_refused_at_start_not_at_the_first_save():
+def test_engine_sharded_runs_are_refused_at_start_not_at_the_first_save():
     from types import SimpleNamespace
 
     from accelerate.utils import DistributedType
@@ -189,8 +189,9 @@ def test_sharded_runs_are_refused_at_start_not_at_the_first_save():
     from modeling_place.training.checkpoint import require_supported
 
     require_supported(SimpleNamespace(distributed_type=DistributedType.MULTI_CPU))  # DDP: whole tensors
-    with pytest.raises(NotImplementedError, match="FSDP"):
-        require_supported(SimpleNamespace(distributed_type=DistributedType.FSDP))
+    require_supported(SimpleNamespace(distributed_type=DistributedType.FSDP))  # gathered: tests/test_fsdp.py
+    with pytest.raises(NotImplementedError, match="DEEPSPEED"):
+        require_supported(SimpleNamespace(distributed_type=DistributedType.DEEPSPEED))
 
 
 def test_resume_refuses_checkpoints_of_another_model(tmp_path, tokenizer_dir):

@@ -8,7 +8,6 @@ the fly (no dataset-sized tensors). Frozen-encoder linear probes train on cached
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
@@ -21,12 +20,13 @@ import torch
 
 from .functional import cider_d, corpus_bleu, detection_map, dice_per_image, multilabel_auroc, rouge_l
 from modeling_place.processing import PlaceImageProcessor
+from modeling_place.training.finetune import (
+    LR_SCHEDULES, FitConfig, HeadTask, epoch_learning_rate, fit, head_mixed_precision, rows_seeded,
+)
 
 if TYPE_CHECKING:
     from modeling_place import PlaceModel
 
-# How `fit` sets the heads' learning rate over the epochs (`--lr_schedule`).
-LR_SCHEDULES = ("cosine", "constant")
 DETECTION_TASKS = {"opacity": ("opacity_boxes", "opacity_categories"), "device": ("device_boxes", "device_categories")}
 SEGMENTATION_TASKS = {"pneumothorax": "pneumothorax_mask", "opacity": "opacity_mask"}
 
@@ -42,11 +42,21 @@ def task_image_processor(config: Any) -> PlaceImageProcessor:
 
 
 def load_split(name: str, settings: Any):
-    """A synthetic benchmark split (`settings.size` scales it; None = docs/BENCHMARK.md sizes)."""
+    """A synthetic benchmark split (`settings.size` scales it; None = docs/BENCHMARK.md sizes). Under DDP the
+    main process builds the cache and the others then read it."""
     from modeling_place.data.synthetic_cxr import build_split
+    from modeling_place.training.data import distributed_state
 
-    return build_split(name, cache_dir=settings.data_cache, seed=settings.seed, size=settings.size,
-                       image_size=settings.image_size)
+    with distributed_state().main_process_first():
+        return build_split(name, cache_dir=settings.data_cache, seed=settings.seed, size=settings.size,
+                           image_size=settings.image_size)
+
+
+def is_main_process() -> bool:
+    """False on the other ranks of a multi-process launch: they train, the main process writes the files."""
+    from modeling_place.training.data import distributed_state
+
+    return distributed_state().is_main_process
 
 
 def fraction_of(dataset: Any, fraction: float, seed: int) -> Any:
@@ -59,7 +69,7 @@ def batches(
     dataset: Any, batch_size: int, shuffle: bool = False, seed: int | Sequence[int] = 0
 ) -> Iterator[dict[str, list]]:
     """Column-dict batches of a `datasets.Dataset` (a fresh permutation per call when shuffling)."""
-    order = np.random.default_rng(seed).permutation(len(dataset)) if shuffle else np.arange(len(dataset))
+    order = shuffled(len(dataset), seed) if shuffle else np.arange(len(dataset))
     for start in range(0, len(dataset), batch_size):
         yield dataset[order[start : start + batch_size].tolist()]
 
@@ -70,8 +80,9 @@ def pixels_of(processor: PlaceImageProcessor, rows: dict[str, list], train: bool
 
 def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=float))
+    if is_main_process():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload, indent=2, default=float))
     return path
 
 
@@ -128,22 +139,48 @@ def fit_labelled(
 ) -> dict[str, Any]:
     """`fit` a head on `train` (each epoch a fresh shuffle) with `pixel_values` and `labels_of(rows)` as targets.
 
-    `augment` turns on the image processor's random augmentation; keep it off when the labels are geometric
-    (masks, boxes), since they are mapped into the eval-mode crop.
+    `augment` turns on the image processor's random augmentation (seeded by the batch's rows); keep it off when
+    the labels are geometric (masks, boxes), since they are mapped into the eval-mode crop.
     """
 
     # A small label fraction is passed over several times per epoch (up to `min_epoch_examples`), so that it gets
     # enough optimiser steps between validations instead of a handful of steps at 1 %.
     passes = max(1, math.ceil(getattr(settings, "min_epoch_examples", 0) / max(len(train), 1)))
+    seed = getattr(settings, "head_seed", 0)
 
-    def step_batches(epoch: int) -> Iterator[dict[str, Any]]:
-        for repeat in range(passes):
-            order_seed = [getattr(settings, "head_seed", 0), epoch * passes + repeat]
-            for rows in batches(train, settings.batch_size, shuffle=True, seed=order_seed):
-                yield {"pixel_values": pixels_of(processor, rows, train=augment), "labels": labels_of(rows)}
+    def epoch_order(epoch: int) -> list[np.ndarray]:
+        return [shuffled(len(train), [seed, epoch * passes + repeat]) for repeat in range(passes)]
 
-    return fit(head, step_batches, validate, settings.epochs, settings.lr, schedule=settings.lr_schedule,
-               mixed_precision=getattr(settings, "mixed_precision", "auto"))
+    def make_batch(indices: list[int]) -> dict[str, Any]:
+        rows = train[indices]
+        with rows_seeded(indices, seed):
+            pixels = pixels_of(processor, rows, train=augment)
+        return {"pixel_values": pixels, "labels": labels_of(rows)}
+
+    return fit(HeadTask(head, len(train), epoch_order, make_batch, validate), fit_config(settings))
+
+
+def fit_config(settings: Any) -> FitConfig:
+    """The `FitConfig` of a protocol's flags (`add_common_arguments`); a head of `fine_tune_fractions` gets its
+    own folder under `--run_dir` (`settings.head_name`)."""
+    run_dir = getattr(settings, "run_dir", None)
+    if run_dir is not None and getattr(settings, "head_name", None):
+        run_dir = str(Path(run_dir) / settings.head_name)
+    return FitConfig(
+        epochs=settings.epochs, lr=settings.lr, batch_size=settings.batch_size,
+        grad_accum=getattr(settings, "grad_accum", 1), lr_schedule=getattr(settings, "lr_schedule", "cosine"),
+        mixed_precision=getattr(settings, "mixed_precision", "auto"), seed=getattr(settings, "head_seed", 0),
+        run_dir=run_dir, checkpoint_every=getattr(settings, "checkpoint_every", 0),
+        trackers=list(getattr(settings, "report_to", None) or []),
+        logging_dir=str(Path(getattr(settings, "output_dir", ".")) / "logs"),
+        project=getattr(settings, "head_name", None) or "place-head",
+        progress_bar=getattr(settings, "progress_bar", False),
+    )
+
+
+def shuffled(count: int, seed: int | Sequence[int]) -> np.ndarray:
+    """The permutation of `range(count)` that `batches(..., shuffle=True, seed=seed)` walks."""
+    return np.random.default_rng(seed).permutation(count)
 
 
 def fine_tune_fractions(
@@ -168,6 +205,7 @@ def fine_tune_fractions(
         trained = []
         for repeat in range(repeats):
             settings.head_seed = head_seed(settings.seed, repeat)
+            settings.head_name = f"{name}-{fraction:g}-{repeat}"  # its checkpoints' folder under --run_dir
             torch.manual_seed(settings.head_seed)
             trained.append(train_head(subset))
         best = max(range(len(trained)), key=lambda index: trained[index][2]["best_validation"])
@@ -196,100 +234,12 @@ def summarise_repeats(results: list[dict[str, Any]], kept: int) -> dict[str, Any
     return summary
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Training with validation-based selection
-# ----------------------------------------------------------------------------------------------------------
-def fit(
-    model: torch.nn.Module,
-    step_batches: Callable[[int], Iterator[dict[str, Any]]],
-    validate: Callable[[], float],
-    epochs: int,
-    lr: float,
-    log: Callable[[str], None] = print,
-    schedule: str = "cosine",
-    mixed_precision: str = "auto",
-) -> dict[str, Any]:
-    """AdamW on the trainable parameters, the rate on a cosine from `lr` down over the epochs (`schedule=
-    "constant"`: `lr` throughout); after each epoch `validate()` (higher is better) and keep the best.
-
-    The loop runs through `accelerate`, as pretraining does: the model and each batch go to the accelerator's
-    device (a GPU when there is one) and the forward runs under bf16 autocast where `head_mixed_precision`
-    resolves `mixed_precision` to it. On CPU "auto" stays fp32, so the protocol's CPU numbers are unchanged.
-    `step_batches(epoch)` yields model keyword arguments (with labels); `validate()` finds the model on that
-    device (the prediction functions here move their inputs to it). The best epoch's trainable weights are
-    restored at the end. Returns the validation history (with each epoch's rate) and the best epoch.
-    """
-    if schedule not in LR_SCHEDULES:
-        raise ValueError(f"schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
-    accelerator = head_accelerator(mixed_precision)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    prepared, optimizer = accelerator.prepare(model, torch.optim.AdamW(trainable, lr=lr, weight_decay=1e-4))
-    best_score, best_epoch, best_state, history = -np.inf, -1, None, []
-    for epoch in range(epochs):
-        # At a constant rate the dense heads' validation scores still jumped between the last epochs (10 %
-        # segmentation: 0.69, 0.48, 0.73), so the pick compared noise; decaying it lets each head settle first.
-        for group in optimizer.param_groups:
-            group["lr"] = epoch_learning_rate(lr, epoch, epochs) if schedule == "cosine" else lr
-        losses = _train_epoch(accelerator, prepared, optimizer, step_batches(epoch))
-        model.eval()
-        score = validate()
-        history.append({"epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
-                        "train_loss": float(np.mean(losses)) if losses else float("nan"), "validation": score})
-        log(f"  epoch {epoch}: loss {history[-1]['train_loss']:.4f}, validation {score:.4f}")
-        if score > best_score:
-            best_score, best_epoch = score, epoch
-            best_state = copy.deepcopy({k: v for k, v in model.state_dict().items() if _is_trainable(model, k)})
-    accelerator.unwrap_model(prepared, keep_fp32_wrapper=False)  # the saved head's forward loses the autocast wrapper
-    if best_state is not None:
-        model.load_state_dict(best_state, strict=False)
-    return {"history": history, "best_epoch": best_epoch, "best_validation": float(best_score)}
-
-
-def _train_epoch(accelerator: Any, model: torch.nn.Module, optimizer: Any, batches: Iterator[dict[str, Any]]) -> list[float]:
-    from accelerate.utils import send_to_device
-
-    model.train()
-    losses = []
-    for batch in batches:
-        loss = model(**send_to_device(batch, accelerator.device)).loss
-        accelerator.backward(loss)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-    return losses
-
-
-def head_mixed_precision(choice: str) -> str:
-    """`auto` → bf16 on a GPU that runs it, fp32 elsewhere (a CPU head keeps the fp32 protocol's numbers, and
-    emulated bf16 is slow); "bf16", "fp16" and "no" are taken as given."""
-    if choice != "auto":
-        return choice
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-
-
-def head_accelerator(mixed_precision: str = "auto") -> Any:
-    """The `Accelerator` a head trains with (one per process state: every head of a run shares its precision)."""
-    from accelerate import Accelerator
-
-    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=head_mixed_precision(mixed_precision))
-
-
 def to_model_device(model: torch.nn.Module, tensors: Any) -> Any:
     """Tensors (or a mapping / list of them) onto the device of `model`'s parameters: after `fit` a head may sit
     on a GPU while the processors produce CPU tensors."""
     from accelerate.utils import send_to_device
 
     return send_to_device(tensors, next(model.parameters()).device)
-
-
-def epoch_learning_rate(lr: float, epoch: int, epochs: int) -> float:
-    """Half-cosine from `lr` at epoch 0 towards 0 (never reached: the last epoch still trains)."""
-    return lr * 0.5 * (1 + math.cos(math.pi * epoch / max(epochs, 1)))
-
-
-def _is_trainable(model: torch.nn.Module, key: str) -> bool:
-    parameters = dict(model.named_parameters())
-    return key not in parameters or parameters[key].requires_grad
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -440,6 +390,15 @@ def add_common_arguments(parser: Any, epochs: int = 10, lr: float = 1e-3, batch_
                         help="cosine decay over the epochs, or constant (the ablation study's light budget)")
     parser.add_argument("--mixed_precision", choices=("auto", "bf16", "fp16", "no"), default="auto",
                         help="the heads' precision (accelerate): auto = bf16 on a GPU that supports it, fp32 on CPU")
+    parser.add_argument("--grad_accum", type=int, default=1, help="batches per optimizer step (per process)")
+    parser.add_argument("--run_dir", default=None,
+                        help="checkpoint folder: a killed run started again with the same command resumes exactly "
+                             "(one subfolder per head); default: no checkpoints")
+    parser.add_argument("--checkpoint_every", type=int, default=0,
+                        help="with --run_dir: optimizer steps between checkpoints inside an epoch (0: epoch ends only)")
+    parser.add_argument("--report_to", nargs="*", default=[],
+                        help="trackers for the heads' epoch records (accelerate's: tensorboard, trackio, wandb, ...)")
+    parser.add_argument("--progress_bar", action="store_true", help="a tqdm bar over each head's steps")
     parser.add_argument("--min_epoch_examples", type=int, default=0,
                         help="repeat a smaller training subset within each epoch up to this many examples")
     parser.add_argument("--push_to_hub", action="store_true",
@@ -474,9 +433,11 @@ def run_from_command_line(
 
 
 def save_head(model: Any, processor: Any, folder: str | Path) -> Path:
-    """Save a trained head with the processor it was evaluated with, so that the folder loads and publishes alone."""
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
+    """Save a trained head with the processor it was evaluated with, so that the folder loads and publishes alone
+    (the main process writes it)."""
+    if is_main_process():
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
     return Path(folder)
 
 
@@ -490,7 +451,7 @@ def write_results(
     `model-index` comes from the results file just written.
     """
     results_path = write_json(Path(settings.output_dir) / f"{name}.json", payload)
-    if getattr(settings, "push_to_hub", False):
+    if getattr(settings, "push_to_hub", False) and is_main_process():
         _check_hub_settings(settings)
         from modeling_place.publishing import publish
 
@@ -531,12 +492,15 @@ __all__ = [
     "detection_labels",
     "detection_scores",
     "epoch_learning_rate",
+    "FitConfig",
+    "HeadTask",
     "fine_tune_fractions",
     "fit",
+    "fit_config",
     "fit_labelled",
     "fraction_of",
-    "head_accelerator",
     "head_mixed_precision",
+    "is_main_process",
     "head_seed",
     "load_head",
     "load_pretrained",
@@ -549,6 +513,7 @@ __all__ = [
     "save_head",
     "segmentation_dice",
     "segmentation_labels",
+    "shuffled",
     "summarise_repeats",
     "task_image_processor",
     "to_model_device",

@@ -1,4 +1,5 @@
-"""PLACE pretraining library: configuration, data pipeline and the accelerate-driven `PlaceTrainer`.
+"""PLACE training library: configuration, data pipeline and one accelerate-driven loop (`loop.py`) behind
+pretraining (`PlaceTrainer`) and head fine-tuning (`HeadTrainer`, which the downstream protocols' `fit` runs).
 
 Not shipped as Hub custom code: it trains models, it is not needed to load them.
 """
@@ -13,9 +14,13 @@ from .data import (
     build_tokenizer,
     load_pair_splits,
 )
+from .finetune import FitConfig, HeadTask, HeadTrainer
 from .trainer import NonFiniteLossError, PlaceTrainer, recall_at_k
 
 __all__ = [
+    "FitConfig",
+    "HeadTask",
+    "HeadTrainer",
     "ImageReportPairs",
     "NonFiniteLossError",
     "PairSplits",

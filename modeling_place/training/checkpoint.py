@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
+from . import sharding
+
 PREFIX = "checkpoint_"
 TEMP_PREFIX = ".tmp-"
 TRAINER_STATE = "trainer_state.json"  # written last: marks a checkpoint complete
@@ -39,13 +41,12 @@ class LegacyCheckpointError(ValueError):
 
 
 def require_supported(accelerator: Any) -> None:
-    """Fail at start, not at the first save: these checkpoints hold whole tensors (one process, or DDP's
-    replicas). FSDP and DeepSpeed shard the model and optimizer; saving them needs the gathered state dicts,
-    which this writer does not do yet (issue 24's FSDP item)."""
+    """Fail at start, not at the first save: these checkpoints hold whole tensors (one process, DDP's replicas, or
+    FSDP's shards gathered: sharding.py). DeepSpeed and Megatron-LM keep their state in their own engines."""
     kind = str(accelerator.distributed_type).rsplit(".", 1)[-1]
-    if kind in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
-        raise NotImplementedError(f"PlaceTrainer's checkpoints do not support {kind} yet (sharded state); "
-                                  "train with DDP (examples/accelerate/multi_gpu.yaml) or a single process")
+    if kind in ("DEEPSPEED", "MEGATRON_LM"):
+        raise NotImplementedError(f"PlaceTrainer's checkpoints do not support {kind} (sharded engine state); "
+                                  "train with DDP (examples/accelerate/multi_gpu.yaml), FSDP or a single process")
 
 
 def checkpoint_step(folder: Path) -> int | None:
@@ -86,10 +87,15 @@ def _missing(folder: Path) -> list[str]:
 
 # -- saving ----------------------------------------------------------------------------------------------
 def save_checkpoint(accelerator: Any, root: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, trainer_state: dict[str, Any], keep: int) -> Path:
-    """Write `root/checkpoint_<step>` atomically (every rank calls this); keep the newest `keep` checkpoints."""
+                    scheduler: Any, trainer_state: dict[str, Any], keep: int,
+                    extra: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
+    """Write `root/checkpoint_<step>` atomically (every rank calls this); keep the newest `keep` checkpoints.
+
+    `scheduler` may be None (a loop that sets its rates itself); `extra` holds further tensors to save, one
+    `<name>.safetensors` per entry (e.g. the best epoch's weights of a head)."""
     temp, final = root / f"{TEMP_PREFIX}{PREFIX}{step}", root / f"{PREFIX}{step}"
     main = accelerator.is_main_process
+    model_state, optimizer_state = _whole_states(model, optimizer)  # collective under FSDP
     if main:
         for stale in root.glob(f"{TEMP_PREFIX}{PREFIX}*"):  # left by a killed save
             shutil.rmtree(stale)
@@ -97,11 +103,16 @@ def save_checkpoint(accelerator: Any, root: Path, step: int, model: torch.nn.Mod
     accelerator.wait_for_everyone()
     _write_json(temp / f"rng_state_{accelerator.process_index}.json", rng_state())
     if main:
-        save_model(accelerator.unwrap_model(model), str(temp / MODEL_FILE))
-        tensors, meta = optimizer_to_safe(optimizer.state_dict())
+        if model_state is None:
+            save_model(accelerator.unwrap_model(model), str(temp / MODEL_FILE))
+        else:
+            save_file({k: v.contiguous() for k, v in model_state.items()}, str(temp / MODEL_FILE))
+        tensors, meta = optimizer_to_safe(optimizer_state)
         save_file(tensors, str(temp / OPTIMIZER_TENSORS))
         _write_json(temp / OPTIMIZER_JSON, meta)
-        _write_json(temp / SCHEDULER_JSON, scheduler.state_dict())
+        _write_json(temp / SCHEDULER_JSON, scheduler.state_dict() if scheduler is not None else {})
+        for name, tensors in (extra or {}).items():
+            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(temp / f"{name}.safetensors"))
         if accelerator.scaler is not None:
             _write_json(temp / SCALER_JSON, accelerator.scaler.state_dict())
     accelerator.wait_for_everyone()  # every rank's RNG file is in place before the folder is declared complete
@@ -114,6 +125,16 @@ def save_checkpoint(accelerator: Any, root: Path, step: int, model: torch.nn.Mod
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
     return final
+
+
+def _whole_states(model: torch.nn.Module,
+                  optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any]]:
+    """(model tensors, optimizer state) to write: under FSDP both gathered from the shards (every rank takes part;
+    rank 0 gets them, the optimizer's keyed by parameter name), else (None: the model as it is, the optimizer's
+    own `state_dict`)."""
+    if not sharding.is_sharded(model):
+        return None, optimizer.state_dict()
+    return sharding.full_model_state(model), sharding.full_optimizer_state(model, optimizer)
 
 
 def optimizer_to_safe(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -131,8 +152,8 @@ def optimizer_to_safe(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], d
 def optimizer_from_safe(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
     state: dict[int, dict[str, Any]] = {}
     for key, value in [*tensors.items(), *meta["scalars"].items()]:
-        index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
+        index, name = key.rsplit(".", 1)  # index: a position, or (FSDP) a dotted parameter name
+        state.setdefault(int(index) if index.isdigit() else index, {})[name] = value
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
@@ -162,10 +183,16 @@ def load_checkpoint(accelerator: Any, folder: Path, model: torch.nn.Module, opti
                     scheduler: Any) -> dict[str, Any]:
     """Restore a checkpoint written by `save_checkpoint` into the prepared objects; returns the trainer state.
     Nothing is unpickled: safetensors and JSON only."""
-    load_model(accelerator.unwrap_model(model), str(folder / MODEL_FILE), device=str(accelerator.device))
     meta = json.loads((folder / OPTIMIZER_JSON).read_text())
-    optimizer.load_state_dict(optimizer_from_safe(load_file(str(folder / OPTIMIZER_TENSORS)), meta))
-    scheduler.load_state_dict(json.loads((folder / SCHEDULER_JSON).read_text()))
+    optimizer_state = optimizer_from_safe(load_file(str(folder / OPTIMIZER_TENSORS)), meta)
+    if sharding.is_sharded(model):  # every rank reads the whole tensors and keeps its shards
+        sharding.load_full_model_state(model, load_file(str(folder / MODEL_FILE)))
+        sharding.load_full_optimizer_state(model, optimizer, optimizer_state)
+    else:
+        load_model(accelerator.unwrap_model(model), str(folder / MODEL_FILE), device=str(accelerator.device))
+        optimizer.load_state_dict(optimizer_state)
+    if scheduler is not None:
+        scheduler.load_state_dict(json.loads((folder / SCHEDULER_JSON).read_text()))
     if accelerator.scaler is not None and (folder / SCALER_JSON).exists():
         accelerator.scaler.load_state_dict(json.loads((folder / SCALER_JSON).read_text()))
     rng_file = folder / f"rng_state_{accelerator.process_index}.json"

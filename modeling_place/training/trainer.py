@@ -1,10 +1,10 @@
-"""PlaceTrainer: a custom `accelerate` training loop for PLACE pretraining.
+"""PlaceTrainer: PLACE pretraining on the shared accelerate loop (`loop.py`, which head fine-tuning uses too).
 
-It owns mixed precision, gradient accumulation and clipping, AdamW with weight-decay groups, a cosine
-schedule with warm-up, periodic validation (loss and image-to-report Recall@1/5), rotating checkpoints with
-exact resume (step, epoch, position in the epoch, RNG states, scheduler; atomic and pickle-free: checkpoint.py),
-trackers, a progress bar, bad-sample accounting and a guard that stops on a non-finite loss without overwriting the
-last good checkpoint.
+The loop owns mixed precision, gradient accumulation and clipping, rotating checkpoints with exact resume (step,
+epoch, position in the epoch, RNG states, scheduler; atomic and pickle-free: checkpoint.py), trackers and a progress
+bar. This trainer adds AdamW with weight-decay groups, a cosine schedule with warm-up, periodic validation (loss and
+image-to-report Recall@1/5), bad-sample accounting and a guard that stops on a non-finite loss without overwriting
+the last good checkpoint.
 """
 
 from __future__ import annotations
@@ -16,19 +16,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
+from accelerate.utils import DistributedType, set_seed
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from modeling_place import PlaceModel
 from modeling_place.processing.processing_place import PlaceProcessor
 from modeling_place.publishing import write_model_card
 
-from . import checkpoint as checkpointing
 from .config import TrainConfig
-from .data import EpochShuffleSampler, ImageReportPairs, PairSplits, PlaceCollator, distributed_state
+from .data import EpochShuffleSampler, ImageReportPairs, PairSplits, PlaceCollator
+from .loop import AcceleratedLoop, TrainProgress, flat_config, make_accelerator, resolve_mixed_precision
+from .sharding import prepare_for_fsdp, save_pretrained_gathered
+
+__all__ = ["NonFiniteLossError", "PlaceTrainer", "TrainProgress", "parameter_groups", "recall_at_k",
+           "resolve_mixed_precision"]
 
 # PlaceConfig.to_dict() entries that differ between equal models (library version, where it was loaded from)
 VOLATILE_CONFIG_KEYS = frozenset({"transformers_version", "_name_or_path", "_commit_hash", "architectures", "auto_map"})
@@ -42,26 +44,6 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
 
 
-class TrainProgress:
-    """Counters saved with every checkpoint (as `trainer_state.json`, see `checkpoint.py`)."""
-
-    def __init__(self) -> None:
-        self.step = 0
-        self.epoch = 0
-        self.batch_in_epoch = 0
-        self.samples = 0
-        self.skipped = 0
-
-    def state_dict(self) -> dict[str, int]:
-        return dict(vars(self))
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        unknown = set(state) - set(vars(self))
-        if unknown:
-            raise ValueError(f"unknown trainer state entries {sorted(unknown)}")
-        vars(self).update({k: int(v) for k, v in state.items()})
-
-
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """AdamW groups: matrices decay; biases, norms, learned tokens and embeddings do not."""
     decay, no_decay = [], []
@@ -73,20 +55,6 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[s
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def resolve_mixed_precision(choice: str) -> str:
-    """`auto` → bf16 where the hardware runs it fast (Ampere+ GPUs; CPUs with AVX512-BF16 or AMX), else fp32.
-
-    Without native bf16 a CPU emulates it ~50x slower than fp32 (seen on an AMD EPYC without AVX512-BF16).
-    """
-    if choice != "auto":
-        return choice
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "no"
-    native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(
-        torch.cpu, "_is_amx_tile_supported", lambda: False)()
-    return "bf16" if native else "no"
-
-
 def recall_at_k(image_embeds: torch.Tensor, text_embeds: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
     """Image-to-report Recall@k: row i's own report (column i) among its top-k most similar reports."""
     similarity = image_embeds.float() @ text_embeds.float().t()
@@ -95,19 +63,24 @@ def recall_at_k(image_embeds: torch.Tensor, text_embeds: torch.Tensor, ks: tuple
     return {f"recall@{k}": (rank < k).float().mean().item() for k in ks}
 
 
-class PlaceTrainer:
+class PlaceTrainer(AcceleratedLoop):
     """Pretrains a `PlaceModel` on image–report pairs with `accelerate` (1 CPU → many GPUs, same code)."""
+
+    desc = "pretrain"
 
     def __init__(self, config: TrainConfig, model: PlaceModel, processor: PlaceProcessor, splits: PairSplits) -> None:
         self.config, self.processor = config, processor
         self.skipped_rows = splits.skipped_rows
-        self.run_dir = Path(config.run_dir)
-        self.accelerator = self._make_accelerator(model)
-        checkpointing.require_supported(self.accelerator)
+        # An objective switched off leaves its heads without gradients.
+        accelerator = make_accelerator(config.run_dir, resolve_mixed_precision(config.mixed_precision),
+                                       config.grad_accum, config.trackers,
+                                       find_unused_parameters=min(model.config.loss_weights.values()) == 0)
+        super().__init__(accelerator, config.run_dir, config.keep_checkpoints, config.max_grad_norm, config.progress_bar)
         set_seed(config.seed)
         if config.gradient_checkpointing:
             model.activation_checkpointing_enable()
-        self.progress = TrainProgress()
+        if accelerator.distributed_type == DistributedType.FSDP:
+            prepare_for_fsdp(model)
         optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.98))
         # transformers' schedule: linear warm-up from 0, then a half cosine down to min_lr_ratio x lr at max_steps
         self.scheduler = get_cosine_with_min_lr_schedule_with_warmup(
@@ -122,22 +95,6 @@ class PlaceTrainer:
         self.last_validation: tuple[int, dict[str, float]] | None = None
 
     # -- set-up ------------------------------------------------------------------------------------------
-    def _make_accelerator(self, model: PlaceModel) -> Accelerator:
-        distributed_state()  # raises where a launch asked for N > 1 processes and started one
-        weights = model.config.loss_weights
-        # An objective switched off leaves its heads without gradients; DDP must be told.
-        ddp = DistributedDataParallelKwargs(find_unused_parameters=min(weights.values()) == 0)
-        # Checkpoints are written by checkpoint.py, not accelerate's save_state (pickled state, not atomic).
-        project = ProjectConfiguration(project_dir=str(self.run_dir))
-        return Accelerator(
-            cpu=not torch.cuda.is_available(),  # see modeling_place.training.data.distributed_state
-            mixed_precision=resolve_mixed_precision(self.config.mixed_precision),
-            gradient_accumulation_steps=self.config.grad_accum,
-            log_with=self.config.trackers or None,
-            project_config=project,
-            kwargs_handlers=[ddp],
-        )
-
     def _loader(self, table: Any, splits: PairSplits, train: bool) -> DataLoader:
         dataset = ImageReportPairs(table, splits.image_column, splits.text_column, self.processor)
         batch_size = self.config.batch_size
@@ -162,28 +119,18 @@ class PlaceTrainer:
         )
 
     # -- checkpoints -------------------------------------------------------------------------------------
-    def checkpoints(self) -> list[Path]:
-        """Complete checkpoints of this run (`checkpoints/checkpoint_<step>`), oldest first."""
-        return checkpointing.complete_checkpoints(self.run_dir / "checkpoints")
-
     def maybe_resume(self) -> bool:
         """Load the newest complete checkpoint of `run_dir` (model, optimizer, scheduler, RNG, counters)."""
-        if not self.config.resume:
-            return False
-        newest = checkpointing.newest_resumable(self.run_dir / "checkpoints")
-        if newest is None:
-            return False
-        self._check_same_model()
-        state = checkpointing.load_checkpoint(self.accelerator, newest, self.model, self.optimizer, self.scheduler)
-        self.progress.load_state_dict(state)
-        self.accelerator.print(f"resumed from {newest} at step {self.progress.step}")
-        return True
+        return self.config.resume and self._load_newest_checkpoint() is not None
 
     def _model_config(self) -> dict[str, Any]:
         """The model's configuration minus what does not change the weights' meaning (versions, paths)."""
         config = self.accelerator.unwrap_model(self.model).config.to_dict()
         # through JSON, as saved: integer label ids become strings
         return json.loads(json.dumps({k: v for k, v in config.items() if k not in VOLATILE_CONFIG_KEYS}))
+
+    def _before_resume(self, checkpoint: Path) -> None:
+        self._check_same_model()
 
     def _check_same_model(self) -> None:
         """Refuse to resume checkpoints of a differently configured model (a changed default, other flags)."""
@@ -209,9 +156,7 @@ class PlaceTrainer:
     def save_checkpoint(self) -> None:
         self._raise_if_nonfinite()  # never overwrite a good checkpoint with diverged weights
         self._sync_counters()
-        checkpointing.save_checkpoint(self.accelerator, self.run_dir / "checkpoints", self.progress.step, self.model,
-                                      self.optimizer, self.scheduler, self.progress.state_dict(),
-                                      keep=self.config.keep_checkpoints)
+        self._write_checkpoint()
         if self.accelerator.is_main_process:
             self.config.save(self.run_dir / "train_config.json")
             (self.run_dir / "model_config.json").write_text(json.dumps(self._model_config(), indent=2, sort_keys=True))
@@ -220,39 +165,15 @@ class PlaceTrainer:
     def train(self) -> dict[str, Any]:
         """Train to `max_steps` (resuming if a checkpoint exists); returns a summary of the run."""
         self.maybe_resume()
-        self.accelerator.init_trackers("place-pretrain", config=_flat(self.config.to_dict()))
+        self.accelerator.init_trackers("place-pretrain", config=flat_config(self.config.to_dict()))
         self._nonfinite = torch.zeros((), dtype=torch.bool, device=self.accelerator.device)
-        start_step, start_time = self.progress.step, time.perf_counter()
-        bar = tqdm(total=self.config.max_steps, initial=start_step, disable=not (
-            self.config.progress_bar and self.accelerator.is_local_main_process), desc="pretrain")
-        initial = self.evaluate() if start_step == 0 and self.val_loader is not None else None
+        self._open_bar(self.config.max_steps)
+        initial = self.evaluate() if self.start_step == 0 and self.val_loader is not None else None
         while self.progress.step < self.config.max_steps:
-            self._train_epoch(bar, start_step, start_time)
-        bar.close()
+            self._run_epoch()
+        self.bar.close()
         self._raise_if_nonfinite()
-        return self._summary(initial, start_step, time.perf_counter() - start_time)
-
-    def _epoch_batches(self):
-        # Through the prepared loader: accelerate's DataLoaderShard keeps its own epoch counter (0 in a restarted
-        # process) and pushes it into the sampler when iterated, which would replay epoch 0's order after a resume.
-        self.train_loader.set_epoch(self.progress.epoch)
-        if self.progress.batch_in_epoch:
-            return self.accelerator.skip_first_batches(self.train_loader, self.progress.batch_in_epoch)
-        return self.train_loader
-
-    def _train_epoch(self, bar: tqdm, start_step: int, start_time: float) -> None:
-        for batch in self._epoch_batches():
-            loss = self._train_batch(batch)
-            self.progress.batch_in_epoch += 1
-            if not self.accelerator.sync_gradients:
-                continue
-            self.progress.step += 1
-            bar.update(1)
-            self._after_step(loss, bar, start_step, start_time)
-            if self.progress.step >= self.config.max_steps:
-                return
-        self.progress.epoch += 1
-        self.progress.batch_in_epoch = 0
+        return self._summary(initial, self.start_step, time.perf_counter() - self.start_time)
 
     def _train_batch(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         self.model.train()
@@ -261,36 +182,31 @@ class PlaceTrainer:
         with self.accelerator.accumulate(self.model):
             output = self.model(**{k: batch[k] for k in MODEL_INPUTS}, return_loss=True)
             self._nonfinite |= ~torch.isfinite(output.loss.detach())
-            self.accelerator.backward(output.loss)
-            if self.accelerator.sync_gradients:
-                self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
-            self.optimizer.step()
-            if self.accelerator.sync_gradients:
-                self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            self._backward_and_step(output.loss)
         return torch.stack([_value(output, n) for n in ("loss", "loss_ita", "loss_pcma", "loss_ce")]).detach()
 
-    def _after_step(self, losses: torch.Tensor, bar: tqdm, start_step: int, start_time: float) -> None:
+    def _after_step(self, losses: torch.Tensor) -> bool:
         step = self.progress.step
         if step % self.config.log_every == 0 or step == self.config.max_steps:
-            self._log_train(losses, bar, start_step, start_time)
+            self._log_train(losses)
         if self.val_loader is not None and (step % self.config.eval_every == 0 or step == self.config.max_steps):
             self.accelerator.log(self.evaluate(), step=step)
         if step % self.config.checkpoint_every == 0 or step == self.config.max_steps:
             self.save_checkpoint()
+        return step >= self.config.max_steps
 
-    def _log_train(self, losses: torch.Tensor, bar: tqdm, start_step: int, start_time: float) -> None:
+    def _log_train(self, losses: torch.Tensor) -> None:
         self._raise_if_nonfinite()
         self._sync_counters()
         self._check_bad_fraction()
         values = dict(zip(("loss", "loss_ita", "loss_pcma", "loss_ce"), self.accelerator.reduce(losses, "mean").tolist()))
-        elapsed = max(time.perf_counter() - start_time, 1e-9)
+        elapsed = max(time.perf_counter() - self.start_time, 1e-9)
         global_batch = self.config.batch_size * self.config.grad_accum * self.accelerator.num_processes
-        values.update(lr=self.scheduler.get_last_lr()[0], samples_per_s=(self.progress.step - start_step) * global_batch / elapsed)
+        values.update(lr=self.scheduler.get_last_lr()[0], samples_per_s=(self.progress.step - self.start_step) * global_batch / elapsed)
         self.history.append({"step": self.progress.step, **values})
-        self._append_metrics({"kind": "train", "step": self.progress.step, **values})
+        self._append_metrics({"kind": "train", "step": self.progress.step, **values}, METRICS_LOG)
         self.accelerator.log(values, step=self.progress.step)
-        bar.set_postfix(loss=f"{values['loss']:.3f}", sps=f"{values['samples_per_s']:.1f}")
+        self.bar.set_postfix(loss=f"{values['loss']:.3f}", sps=f"{values['samples_per_s']:.1f}")
 
     def _raise_if_nonfinite(self) -> None:
         if hasattr(self, "_nonfinite") and bool(self.accelerator.reduce(self._nonfinite.float(), "sum") > 0):
@@ -326,16 +242,8 @@ class PlaceTrainer:
         self.accelerator.print(f"step {self.progress.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
                                flush=True)
         self.last_validation = (self.progress.step, metrics)
-        self._append_metrics({"kind": "validation", "step": self.progress.step, **metrics})
+        self._append_metrics({"kind": "validation", "step": self.progress.step, **metrics}, METRICS_LOG)
         return metrics
-
-    def _append_metrics(self, record: dict[str, Any]) -> None:
-        """One JSON line per log to `run_dir/metrics.jsonl` (training curves without a tracker). A resumed run
-        re-logs the steps after its checkpoint: readers keep the last record per (kind, step)."""
-        if self.accelerator.is_main_process:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.run_dir / METRICS_LOG, "a", encoding="utf-8") as log:
-                log.write(json.dumps(record) + "\n")
 
     # -- results -----------------------------------------------------------------------------------------
     def _summary(self, initial: dict[str, float] | None, start_step: int, seconds: float) -> dict[str, Any]:
@@ -360,11 +268,10 @@ class PlaceTrainer:
     def save_pretrained(self, output_dir: str | Path, summary: dict[str, Any] | None = None) -> None:
         """Model (safetensors + Hub custom code), processor, training config and summary → `output_dir`."""
         self.accelerator.wait_for_everyone()
+        output_dir = Path(output_dir)
+        save_pretrained_gathered(self.accelerator, self.model, output_dir)  # under FSDP every rank gathers
         if not self.accelerator.is_main_process:
             return
-        output_dir = Path(output_dir)
-        model = self.accelerator.unwrap_model(self.model)
-        model.save_pretrained(output_dir)
         self.processor.save_pretrained(output_dir)
         self.config.save(output_dir / "train_config.json")
         if summary is not None:
@@ -374,18 +281,10 @@ class PlaceTrainer:
         # model.save_pretrained wrote the card before the processor and train_config.json (its data and licence)
         write_model_card(output_dir)
 
-    def end(self) -> None:
-        self.accelerator.end_training()
-
 
 def _value(output: Any, name: str) -> torch.Tensor:
     value = getattr(output, name)
     return value.detach().float() if value is not None else torch.zeros((), device=output.loss.device)
-
-
-def _flat(values: dict[str, Any]) -> dict[str, Any]:
-    """Tracker-friendly config: nested mappings and lists become JSON strings."""
-    return {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in values.items()}
 
 
 def _pretraining_fields(config: dict[str, Any]) -> dict[str, Any]:

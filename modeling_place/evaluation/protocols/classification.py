@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from modeling_place.evaluation.downstream import (
-    LinearProbe, Stopwatch, add_common_arguments, add_fraction_arguments, auroc_of, classification_scores,
-    cls_features, fine_tune_fractions, fit, fit_labelled, load_head, load_split, run_from_command_line,
+    HeadTask, LinearProbe, Stopwatch, add_common_arguments, add_fraction_arguments, auroc_of, classification_scores,
+    cls_features, fine_tune_fractions, fit, fit_config, fit_labelled, load_head, load_split, run_from_command_line,
     to_model_device, write_results,
 )
 from modeling_place import PlaceForImageClassification
@@ -56,14 +56,12 @@ def _fit_linear_probe(head: Any, processor: Any, train: Any, validation: Any, se
     features = {name: cls_features(head, processor, split, settings.batch_size)
                 for name, split in (("train", train), ("validation", validation))}
     labels = torch.tensor(train["labels"])
-    steps = lambda epoch: ({"features": features["train"][index], "labels": labels[index]}  # noqa: E731
-                           for index in torch.randperm(len(labels), generator=torch.Generator().manual_seed(epoch))
-                           .split(settings.batch_size))
+    order = lambda epoch: [torch.randperm(len(labels), generator=torch.Generator().manual_seed(epoch))]  # noqa: E731
+    rows = lambda index: {"features": features["train"][index], "labels": labels[index]}  # noqa: E731
     validate = lambda: auroc_of(  # noqa: E731
         head.classifier(to_model_device(head, features["validation"])).sigmoid().detach().cpu().numpy(),
         validation, FINDINGS)["auroc"]
-    return fit(LinearProbe(head), steps, validate, settings.epochs, settings.lr, schedule=settings.lr_schedule,
-               mixed_precision=getattr(settings, "mixed_precision", "auto"))
+    return fit(HeadTask(LinearProbe(head), len(labels), order, rows, validate), fit_config(settings))
 
 
 def parser() -> argparse.ArgumentParser:

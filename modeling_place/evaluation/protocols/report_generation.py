@@ -9,7 +9,7 @@ against the processed reference reports (FINDINGS + IMPRESSION sentences). Write
 """
 
 import argparse
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -17,8 +17,9 @@ from transformers import AutoProcessor
 
 import modeling_place  # noqa: F401  (registers PlaceProcessor with AutoProcessor)
 from modeling_place.evaluation.downstream import (
-    Stopwatch, add_common_arguments, batches, fit, head_seed, load_split, pixels_of, report_metrics, report_targets,
-    run_from_command_line, save_head, task_image_processor, to_model_device, write_results,
+    HeadTask, Stopwatch, add_common_arguments, batches, fit, fit_config, head_seed, load_split, pixels_of,
+    report_metrics, report_targets, run_from_command_line, save_head, shuffled, task_image_processor,
+    to_model_device, write_results,
 )
 from modeling_place import PlaceForReportGeneration
 
@@ -40,19 +41,19 @@ def run(settings: argparse.Namespace) -> dict:
     text_processor.image_processor = image_processor  # the saved folder ships the one the model was evaluated with
     text_processor.text_mode = "prompt"  # and prepares generation prompts (pipeline("image-text-to-text"))
 
-    def teacher_forced_batches(dataset: Any, shuffle: bool = False, seed: int = 0) -> Iterator[dict[str, Any]]:
-        for rows in batches(dataset, settings.batch_size, shuffle=shuffle, seed=seed):
-            ids = report_targets(text_processor, rows["report"], settings.max_length)[1]
-            yield {"pixel_values": pixels_of(image_processor, rows), "input_ids": ids, "labels": ids}
+    def teacher_forced(rows: dict[str, list]) -> dict[str, Any]:
+        ids = report_targets(text_processor, rows["report"], settings.max_length)[1]
+        return {"pixel_values": pixels_of(image_processor, rows), "input_ids": ids, "labels": ids}
 
     @torch.no_grad()
     def validate() -> float:  # negative teacher-forced loss: higher is better
-        losses = [model(**to_model_device(model, batch)).loss.item() for batch in teacher_forced_batches(validation)]
+        losses = [model(**to_model_device(model, teacher_forced(rows))).loss.item()
+                  for rows in batches(validation, settings.batch_size)]
         return -float(sum(losses) / len(losses))
 
-    step_batches = lambda epoch: teacher_forced_batches(train, shuffle=True, seed=epoch)  # noqa: E731
-    trained = fit(model, step_batches, validate, settings.epochs, settings.lr, schedule=settings.lr_schedule,
-                  mixed_precision=getattr(settings, "mixed_precision", "auto"))
+    order = lambda epoch: [shuffled(len(train), epoch)]  # noqa: E731
+    task = HeadTask(model, len(train), order, lambda indices: teacher_forced(train[indices]), validate)
+    trained = fit(task, fit_config(settings))
     metrics = report_metrics(model, image_processor, text_processor, data["test"], settings.batch_size,
                              settings.num_beams, settings.max_length - 1)
     print("   test " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "example"))
