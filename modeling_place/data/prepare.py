@@ -44,6 +44,7 @@ FORMATS = ("arrow", "csv", "parquet")
 CACHE_FORMATS = ("jpeg", "png")
 CACHE_JPEG_QUALITY = 95  # MIMIC-CXR-JPG's own quality
 CACHE_SHARD_SIZE = "500MB"
+CACHE_FIT_SIZE = 256  # the processor's resize for 224 px training (8/7 x 224): cache sizes k x 256 keep its geometry
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -164,10 +165,26 @@ def cached_image(path: str | None, size: int, image_format: str) -> dict[str, An
     except (OSError, ValueError, TypeError):
         return None
     image = PIL.Image.fromarray(np.round(grey * 255).astype(np.uint8), mode="L")
-    image.thumbnail((size, size), PIL.Image.Resampling.LANCZOS)
+    image = image.resize(cache_shape(image.width, image.height, size), PIL.Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     image.save(buffer, format=image_format.upper(), **({"quality": CACHE_JPEG_QUALITY} if image_format == "jpeg" else {}))
     return {"bytes": buffer.getvalue(), "path": None}
+
+
+def cache_shape(width: int, height: int, size: int, fit_size: int = CACHE_FIT_SIZE) -> tuple[int, int]:
+    """(width, height) of a cached image: longer side `size`, never enlarged.
+
+    When `size` is a multiple k of `fit_size` (the processor's resize before a 224 px crop), each side is k times
+    the side a fit of the original to `fit_size` rounds to, so the processor's fit of the cached image lands on
+    exactly the original's geometry (2,500 x 3,000 -> 426 x 512 -> 213 x 256; plain rounding, 427, would give a
+    one-pixel wider 214 and shift the image by half a pixel)."""
+    longest = max(width, height)
+    if size >= longest:
+        return width, height
+    steps, exact = divmod(size, fit_size)
+    if exact == 0 and steps >= 1 and longest >= fit_size:
+        return tuple(steps * max(1, round(side * fit_size / longest)) for side in (width, height))
+    return tuple(max(1, round(side * size / longest)) for side in (width, height))
 
 
 def add_image_cache(dataset_dict, cache: ImageCache):
