@@ -154,7 +154,7 @@ def cached_image(path: str | None, size: int, image_format: str) -> dict[str, An
     """One image for the cache, as `datasets.Image` stores it (`{"bytes", "path"}`), or None when unreadable.
 
     8-bit grey (the processor reduces every image to grey anyway), longer side at most `size` px with the aspect
-    kept; a JPEG is decoded in draft mode at >= `size` (libjpeg's scaled IDCT averages the pixels it drops)."""
+    kept (`cache_shape`); a JPEG is decoded in draft mode at >= `size` (libjpeg's scaled IDCT)."""
     import numpy as np
     import PIL.Image
 
@@ -165,7 +165,8 @@ def cached_image(path: str | None, size: int, image_format: str) -> dict[str, An
     except (OSError, ValueError, TypeError):
         return None
     image = PIL.Image.fromarray(np.round(grey * 255).astype(np.uint8), mode="L")
-    image = image.resize(cache_shape(image.width, image.height, size), PIL.Image.Resampling.LANCZOS)
+    # PIL's bilinear widens its kernel when reducing: the antialiased bilinear filter the processor applies itself
+    image = image.resize(cache_shape(image.width, image.height, size), PIL.Image.Resampling.BILINEAR)
     buffer = io.BytesIO()
     image.save(buffer, format=image_format.upper(), **({"quality": CACHE_JPEG_QUALITY} if image_format == "jpeg" else {}))
     return {"bytes": buffer.getvalue(), "path": None}
