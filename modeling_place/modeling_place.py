@@ -11,6 +11,7 @@ import functools
 import json
 import math
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,6 +122,8 @@ class PlaceAttention(nn.Module):
         to the keys only (DETR): a query can look for a place, and what it reads stays the content."""
         q = self._split_heads(self.q_proj(query))
         k, v = (self._split_heads(t) for t in self._keys_values(key_value, key_position))
+        if q.shape[0] == 1:  # one query set for a batch of keys (the VPOE's first layer): broadcast, not copied
+            q = q.expand(k.shape[0], -1, -1, -1)
         mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :].bool()
         if need_weights:
             weights = self._weights(q, k, mask)
@@ -265,13 +268,15 @@ class PlaceObservationExtractor(nn.Module):
         """`patches (B, N, D_v)` (and, joint space, their embeddings `(B, N, d)`) → normalised V-PORs `(B, M, d)`
         and their maps `(B, M, N)`."""
         patches = self.patch_norm(patches)
-        queries = self.queries.unsqueeze(0).expand(patches.shape[0], -1, -1)
+        # Batch 1: the first layer's query self-attention and cross-attention queries are the same for every
+        # image, so they are computed once and broadcast; the residual after the cross-attention has the batch.
+        queries = self.queries.unsqueeze(0)
         positions = _key_positions(*patches.shape[1:], patches.device, patches.dtype) if self.key_positions else None
         weights = None
         for index, layer in enumerate(self.layers):
             last = index == len(self.layers) - 1 and not self.joint
             queries, weights = layer(queries, patches, last, positions)
-        queries = self.final_norm(queries)
+        queries = self.final_norm(queries.expand(patches.shape[0], -1, -1))
         if not self.joint:
             return F.normalize(self.projection(queries), dim=-1), weights
         if patch_embeds is None:
@@ -718,6 +723,7 @@ class PlaceModel(PlacePreTrainedModel):
         return report
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # "owner/name", as the Hub spells repo ids
 _VISION_FILES = ("config.json", "model.safetensors")
 _TEXT_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "vocab.txt", "tokenizer*", "special_tokens_map.json")
 # Checkpoint entries no PLACE tower has: classifier heads (timm `head`, `head_dist`, `fc_norm`; BERT pretraining
@@ -730,8 +736,8 @@ def resolve_pretrained(source: str | os.PathLike, patterns: tuple[str, ...] = _T
     """A local file or folder as is; anything else is a Hub repo id, downloaded (only the files matching
     `patterns`) into the Hugging Face cache, or read from it when offline."""
     path = os.fspath(source)
-    if os.path.exists(path):
-        return path
+    if os.path.exists(path) or not _HUB_ID.fullmatch(path):
+        return path  # a local path (a missing one fails where it is read, with that reader's message)
     from huggingface_hub import snapshot_download
 
     try:
