@@ -40,7 +40,9 @@ def test_train_step_quick_with_profile(tmp_path):
     for row in rows.values():
         assert row["step_s"] > 0 and row["samples_per_s"] == pytest.approx(2 / row["step_s"])
         assert row["mfu"] == row["mfu_fp32_peak"] > 0 and len(row["times_s"]) == 2
-    assert rows["ita_only"]["ratio_to_ita"] == 1.0
+    assert rows["ita_only"]["ratio_to_ita"] == 1.0 == rows["ita_only"]["flop_ratio_to_ita"]
+    assert rows["place_dense"]["flop_ratio_to_ita"] == pytest.approx(
+        rows["place_dense"]["gflop_per_step"] / rows["ita_only"]["gflop_per_step"])
     assert rows["place_dense"]["gflop_per_step"] > rows["ita_only"]["gflop_per_step"]  # PLACE adds work
     profile = report["profile"]
     assert profile["preset"] == "tiny" and profile["sorted_by"] == "self_cpu_ms"
