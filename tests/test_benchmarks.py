@@ -209,7 +209,9 @@ def test_gpu_script_dry_run_of_every_phase(tmp_path):
     ita, place = steps["rows"]
     assert steps["place_to_ita_ratio"] == pytest.approx(place["step_s"] / ita["step_s"])
     assert place["gflop_per_step"] > ita["gflop_per_step"] > 0 and place["mfu_bf16"] > 0 and "mfu_spec_bf16" not in place
-    assert steps["goal"]["met"] == (steps["place_to_ita_ratio"] <= 1.10)
+    assert steps["goal"]["met"] == (steps["place_to_ita_ratio"] <= 1.10) and steps["flop_ratio"] > 1
+    extra = [row["extra_ms"] for row in steps["extra_time_by_operator"]]
+    assert extra and extra == sorted(extra, reverse=True)
     assert report["compiled_steps"]["status"].startswith("skipped: compile off")
     train = report["train"]
     assert train["status"] == "ok", train["output_tail"]

@@ -43,3 +43,25 @@ def test_vpoe_shared_first_layer_queries_equal_per_image_queries(key_positions):
     for grad, expected in zip(grads, reference_grads, strict=True):
         torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-6)
     assert not torch.allclose(observations[0], observations[1])  # the images still differ after the shared start
+
+
+@pytest.mark.parametrize("matching", ["soft", "hard"])
+def test_losses_have_no_data_dependent_shapes(matching):
+    """No boolean indexing, nonzero or .item() in the losses: on a GPU none of them waits for the device, and
+    torch.compile traces them whole. Fake tensors carry no data, so such an operation raises here."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from modeling_place.loss_place import correlation_loss, ita_loss, pcma_loss
+
+    with FakeTensorMode():
+        sentences = torch.nn.functional.normalize(torch.randn(4, 5, 8), dim=-1).requires_grad_()
+        observations = torch.nn.functional.normalize(torch.randn(4, 3, 8), dim=-1).requires_grad_()
+        mask = torch.rand(4, 5) > 0.3
+        hashes = torch.randint(0, 4, (4, 5))
+        loss = pcma_loss(sentences, mask, hashes, observations, sentences, mask, hashes, observations, 0.1, 0.1,
+                         matching)
+        loss = loss + correlation_loss(torch.randn(4, 6, 5, requires_grad=True), torch.randn(4, 6, 6))
+        images = torch.randn(4, 8, requires_grad=True)
+        loss = loss + ita_loss(images, images, images, images, torch.tensor(10.0))
+        loss.backward()
+    assert loss.shape == ()
