@@ -1,7 +1,7 @@
 """Pretrain PLACE.
 
     accelerate launch examples/pretrain.py                                  # tiny preset, synthetic data, ~15 min on 2 CPUs
-    accelerate launch examples/pretrain.py examples/configs/base_mimic.yaml # ViT-B/16 + BERT-base on MIMIC-CXR
+    accelerate launch examples/pretrain.py examples/configs/base_mimic.yaml # paper scale: DeiT-B/16 + 6-layer Bio_ClinicalBERT on MIMIC-CXR
     accelerate launch examples/pretrain.py --model='{"lambda_pcma": 0, "lambda_ce": 0}' --output_dir=ita-only
 
     accelerate launch --config_file examples/accelerate/cpu_ddp.yaml examples/pretrain.py # 2 gloo ranks on a CPU machine

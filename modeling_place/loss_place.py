@@ -4,6 +4,10 @@ Every function takes the *local* rows of a rank and the *global* (gathered) colu
 local rows inside the global batch. In one process local == global and the offset is 0. Similarities and
 softmaxes run in fp32 whatever the autocast dtype. The only distributed surface is `gather_with_grad`.
 
+Shapes are fixed by the batch, never by its data: no boolean indexing, `nonzero` or `.item()`, so a GPU step
+never waits for the device in the middle of the loss and `torch.compile` traces the losses without graph breaks
+or dynamic shapes (empty sentence slots are computed and weighted 0 rather than dropped).
+
 Scaling for data parallelism: a rank's loss is `world_size * (sum over its rows) / (global row count)`, so
 that the mean of the ranks' losses is the full-batch loss and, after the autograd all-gather sums the
 gradients flowing back to each rank and DDP averages parameter gradients, training equals one process
@@ -41,9 +45,10 @@ def distributed_context() -> tuple[int, int]:
     return 0, 1
 
 
-def _scaled_mean(per_row: Tensor, weights: Tensor, global_count: Tensor, world_size: int) -> Tensor:
+def _scaled_mean(per_row: Tensor, weights: Tensor, global_count: Tensor | float, world_size: int) -> Tensor:
     """`world_size * sum(per_row * weights) / global_count`, guarded against an empty batch."""
-    return world_size * (per_row * weights).sum() / global_count.clamp(min=1)
+    count = global_count.clamp(min=1) if isinstance(global_count, Tensor) else max(global_count, 1.0)
+    return world_size * (per_row * weights).sum() / count
 
 
 def ita_loss(
@@ -64,7 +69,7 @@ def ita_loss(
     logits_i2t = scale * image_embeds.float() @ all_text_embeds.float().t()
     logits_t2i = scale * text_embeds.float() @ all_image_embeds.float().t()
     targets = torch.arange(image_embeds.shape[0], device=image_embeds.device) + offset
-    global_rows = torch.tensor(float(all_image_embeds.shape[0]), device=image_embeds.device)
+    global_rows = float(all_image_embeds.shape[0])  # a Python number: a device tensor from it is a host copy
     ones = torch.ones_like(targets, dtype=torch.float32)
     loss_i2t = _scaled_mean(F.cross_entropy(logits_i2t, targets, reduction="none"), ones, global_rows, world_size)
     loss_t2i = _scaled_mean(F.cross_entropy(logits_t2i, targets, reduction="none"), ones, global_rows, world_size)
@@ -93,15 +98,18 @@ def matching_weights(sims: Tensor, tau_match: float, matching: str = "soft") -> 
     `"soft"`: softmax at `tau_match`; `"hard"`: one-hot on the best observation. PCMA scores and grounding maps
     both use it, so grounding reads the observations the way training matched them.
     """
-    if matching == "hard":
-        return F.one_hot(sims.argmax(dim=-1), sims.shape[-1]).to(sims.dtype)
+    if matching == "hard":  # one-hot by scatter: F.one_hot checks its indices' range on the host (a device sync)
+        return torch.zeros_like(sims).scatter_(-1, sims.argmax(dim=-1, keepdim=True), 1.0)
     return torch.softmax(sims / tau_match, dim=-1)
 
 
 def off_diagonal(square: Tensor) -> Tensor:
-    """The off-diagonal entries of a batch of square matrices, `(B, N, N)` → `(B, N·(N−1))`."""
-    n = square.shape[-1]
-    return square[:, ~torch.eye(n, dtype=torch.bool, device=square.device)]
+    """The off-diagonal entries of a batch of square matrices, `(B, N, N)` → `(B, N·(N−1))`, row by row.
+
+    Without a boolean mask (a data-dependent shape): dropping the first of the N² entries leaves N−1 rows of
+    N+1 whose last entry is the next diagonal one."""
+    batch, n = square.shape[0], square.shape[-1]
+    return square.reshape(batch, n * n)[:, 1:].reshape(batch, n - 1, n + 1)[:, :, :-1].reshape(batch, -1)
 
 
 def sentence_positive_mask(
@@ -165,10 +173,11 @@ def pcma_loss(
     return (loss_s2i + loss_i2s) / 2
 
 
-def _flatten_valid(embeds: Tensor, mask: Tensor, hashes: Tensor, offset: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Valid sentences as `(S, d)` embeddings, `(S,)` hashes and `(S,)` global owner indices."""
+def _flatten_slots(embeds: Tensor, mask: Tensor, hashes: Tensor, offset: int) -> tuple[Tensor, ...]:
+    """Every sentence slot as `(S, d)` embeddings, `(S,)` hashes, `(S,)` global owner indices and `(S,)` validity,
+    S = rows × K: empty slots stay (fixed shapes) and the callers weight them out."""
     owners = torch.arange(mask.shape[0], device=mask.device)[:, None].expand_as(mask) + offset
-    return embeds[mask], hashes[mask], owners[mask]
+    return embeds.flatten(0, 1), hashes.flatten(), owners.flatten(), mask.flatten()
 
 
 def _sentence_to_image(
@@ -176,13 +185,13 @@ def _sentence_to_image(
     all_sentence_hashes: Tensor, all_sentence_mask: Tensor, tau_match: float, tau_pcma: float, matching: str,
     offset: int, world_size: int,
 ) -> Tensor:
-    """Each local sentence against every image of the global batch, multi-positive InfoNCE."""
-    sentences, hashes, owners = _flatten_valid(sentence_embeds, sentence_mask, sentence_hashes, offset)
+    """Each local sentence against every image of the global batch, multi-positive InfoNCE (every slot is scored;
+    an empty one has its own image as a positive, so its term is finite, and weight 0)."""
+    sentences, hashes, owners, valid = _flatten_slots(sentence_embeds, sentence_mask, sentence_hashes, offset)
     logits = observation_similarity(sentences, all_observation_embeds, tau_match, matching) / tau_pcma
     positives = sentence_positive_mask(hashes, owners, all_sentence_hashes, all_sentence_mask)
     per_sentence = _multi_positive_nll(logits, positives, dim=1)
-    ones = torch.ones_like(per_sentence)
-    return _scaled_mean(per_sentence, ones, all_sentence_mask.sum().float(), world_size)
+    return _scaled_mean(per_sentence, valid.to(per_sentence.dtype), all_sentence_mask.sum().float(), world_size)
 
 
 def _image_to_sentence(
@@ -190,14 +199,17 @@ def _image_to_sentence(
     all_sentence_hashes: Tensor, tau_match: float, tau_pcma: float, matching: str, offset: int, world_size: int,
 ) -> Tensor:
     """Each local image: softmax over all valid sentences; mean -log p over its positive sentences."""
-    sentences, hashes, owners = _flatten_valid(all_sentence_embeds, all_sentence_mask, all_sentence_hashes, 0)
+    sentences, hashes, owners, valid = _flatten_slots(all_sentence_embeds, all_sentence_mask, all_sentence_hashes, 0)
     logits = observation_similarity(sentences, observation_embeds, tau_match, matching) / tau_pcma  # (S, b)
+    # Empty slots leave the softmax: exp(-1e9 - max) is exactly 0 in fp32 (a finite fill keeps an all-empty
+    # batch finite, where -inf would give NaN)
+    logits = logits.masked_fill(~valid[:, None], -1e9)
     local_hashes = all_sentence_hashes[offset : offset + observation_embeds.shape[0]]
     local_mask = all_sentence_mask[offset : offset + observation_embeds.shape[0]]
-    positives = sentence_positive_mask(hashes, owners - offset, local_hashes, local_mask)  # (S, b)
+    positives = sentence_positive_mask(hashes, owners - offset, local_hashes, local_mask) & valid[:, None]  # (S, b)
     log_probs = torch.log_softmax(logits, dim=0)
     n_pos = positives.sum(dim=0)
-    per_image = -(log_probs * positives).sum(dim=0) / n_pos.clamp(min=1)
+    per_image = -torch.where(positives, log_probs, torch.zeros_like(log_probs)).sum(dim=0) / n_pos.clamp(min=1)
     has_positive = (n_pos > 0).float()
     images_with_sentences = all_sentence_mask.any(dim=1).sum().float()
     return _scaled_mean(per_image, has_positive, images_with_sentences, world_size)

@@ -11,6 +11,7 @@ import functools
 import json
 import math
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 from transformers import BertConfig, BertModel, PreTrainedModel, TimmWrapperModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
 from .configuration_place import PlaceConfig
 from .loss_place import (
@@ -34,6 +35,8 @@ from .loss_place import (
     pcma_loss,
 )
 
+
+logger = logging.get_logger(__name__)
 
 # ----------------------------------------------------------------------------------------------------------
 # Outputs
@@ -119,6 +122,8 @@ class PlaceAttention(nn.Module):
         to the keys only (DETR): a query can look for a place, and what it reads stays the content."""
         q = self._split_heads(self.q_proj(query))
         k, v = (self._split_heads(t) for t in self._keys_values(key_value, key_position))
+        if q.shape[0] == 1:  # one query set for a batch of keys (the VPOE's first layer): broadcast, not copied
+            q = q.expand(k.shape[0], -1, -1, -1)
         mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :].bool()
         if need_weights:
             weights = self._weights(q, k, mask)
@@ -263,13 +268,15 @@ class PlaceObservationExtractor(nn.Module):
         """`patches (B, N, D_v)` (and, joint space, their embeddings `(B, N, d)`) → normalised V-PORs `(B, M, d)`
         and their maps `(B, M, N)`."""
         patches = self.patch_norm(patches)
-        queries = self.queries.unsqueeze(0).expand(patches.shape[0], -1, -1)
+        # Batch 1: the first layer's query self-attention and cross-attention queries are the same for every
+        # image, so they are computed once and broadcast; the residual after the cross-attention has the batch.
+        queries = self.queries.unsqueeze(0)
         positions = _key_positions(*patches.shape[1:], patches.device, patches.dtype) if self.key_positions else None
         weights = None
         for index, layer in enumerate(self.layers):
             last = index == len(self.layers) - 1 and not self.joint
             queries, weights = layer(queries, patches, last, positions)
-        queries = self.final_norm(queries)
+        queries = self.final_norm(queries.expand(patches.shape[0], -1, -1))
         if not self.joint:
             return F.normalize(self.projection(queries), dim=-1), weights
         if patch_embeds is None:
@@ -671,29 +678,83 @@ class PlaceModel(PlacePreTrainedModel):
     @classmethod
     def from_encoders(
         cls, vision: str | os.PathLike | None = None, text: str | os.PathLike | None = None,
-        config: PlaceConfig | None = None, **config_overrides: Any,
+        config: PlaceConfig | None = None, text_layers: int | None = None, **config_overrides: Any,
     ) -> "PlaceModel":
         """Build a PLACE model, then load pretrained towers into it (after `post_init`, so they survive).
 
         Args:
-            vision: a timm checkpoint (`.safetensors` file) or a folder holding `model.safetensors`
-                (a `TimmWrapperModel.save_pretrained` or timm Hub-style folder).
-            text: a local Hugging Face folder of a BERT-family model (its config replaces `text_config`).
+            vision: a timm checkpoint: a `.safetensors` file, or a folder / Hub id laid out as timm's Hub repos
+                (`config.json` with `architecture` and `pretrained_cfg`, `model.safetensors`), e.g.
+                `timm/deit_base_patch16_224.fb_in1k`; the folder's `architecture` replaces the vision tower's.
+            text: a BERT-family folder or Hub id (e.g. `emilyalsentzer/Bio_ClinicalBERT`); its config replaces
+                `text_config`. `model.safetensors` is read directly; a `pytorch_model.bin` only through torch's
+                restricted `weights_only` unpickler (tensors and plain containers: no code runs).
+            text_layers: keep only the first N transformer layers of the text tower (MGCA keeps 6 of 12).
+
+        The missing / unexpected / ignored keys of each tower are logged and kept in `model.encoder_load_report`.
         """
         config = config or PlaceConfig(**config_overrides)
+        vision = None if vision is None else resolve_pretrained(vision, _VISION_FILES)
+        text = None if text is None else resolve_pretrained(text, _TEXT_FILES)
+        architecture = None if vision is None else _timm_architecture(vision)
+        if architecture is not None:
+            config.vision_config.architecture = architecture
         if text is not None:
             config.text_config = BertConfig.from_pretrained(text)
+        if text_layers is not None:
+            config.text_config.num_hidden_layers = text_layers
         model = cls(config)
-        model.load_encoders(vision=vision, text=text)
+        model.encoder_load_report = model.load_encoders(vision=vision, text=text)
         return model
 
-    def load_encoders(self, vision: str | os.PathLike | None = None, text: str | os.PathLike | None = None) -> None:
-        """Load pretrained tower weights into this model in place (see `from_encoders`)."""
+    def load_encoders(
+        self, vision: str | os.PathLike | None = None, text: str | os.PathLike | None = None
+    ) -> dict[str, dict[str, list[str]]]:
+        """Load pretrained tower weights into this model in place (see `from_encoders`); returns, per tower, the
+        checkpoint keys it ignored (classifier / pooler heads), found unexpected (e.g. layers cut by
+        `text_layers`) and the tower's keys it missed (an error)."""
+        report = {}
         if vision is not None:
-            _load_strict(self.vision_model.timm_model, _read_timm_state_dict(vision), f"vision checkpoint {vision}")
+            state = _read_timm_state_dict(resolve_pretrained(vision, _VISION_FILES))
+            report["vision"] = _load_tower(self.vision_model.timm_model, state, f"vision checkpoint {vision}")
         if text is not None:
-            pretrained = BertModel.from_pretrained(text, add_pooling_layer=False, dtype=torch.float32)
-            _load_strict(self.text_model, pretrained.state_dict(), f"text model {text}")
+            state = _read_bert_state_dict(resolve_pretrained(text, _TEXT_FILES))
+            report["text"] = _load_tower(self.text_model, state, f"text model {text}")
+        return report
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # "owner/name", as the Hub spells repo ids
+_VISION_FILES = ("config.json", "model.safetensors")
+_TEXT_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "vocab.txt", "tokenizer*", "special_tokens_map.json")
+# Checkpoint entries no PLACE tower has: classifier heads (timm `head`, `head_dist`, `fc_norm`; BERT pretraining
+# `cls.`), BERT's pooler, and position-id buffers older transformers saved.
+_IGNORED_PREFIXES = ("head.", "head_dist.", "fc_norm.", "pooler.", "cls.")
+_IGNORED_SUFFIXES = ("position_ids",)
+
+
+def resolve_pretrained(source: str | os.PathLike, patterns: tuple[str, ...] = _TEXT_FILES) -> str:
+    """A local file or folder as is; anything else is a Hub repo id, downloaded (only the files matching
+    `patterns`) into the Hugging Face cache, or read from it when offline."""
+    path = os.fspath(source)
+    if os.path.exists(path) or not _HUB_ID.fullmatch(path):
+        return path  # a local path (a missing one fails where it is read, with that reader's message)
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(repo_id=path, allow_patterns=list(patterns))
+    except Exception as error:  # offline without a cached copy, an unknown id, no network
+        raise FileNotFoundError(
+            f"{path!r} is neither a local path nor a Hub repo id available here ({type(error).__name__}: {error})."
+        ) from error
+
+
+def _timm_architecture(path: str) -> str | None:
+    """`architecture` of a timm Hub-style folder's `config.json` (None for a bare file or a folder without one)."""
+    config_file = os.path.join(path, "config.json")
+    if not os.path.isfile(config_file):
+        return None
+    with open(config_file, encoding="utf-8") as handle:
+        return json.load(handle).get("architecture")
 
 
 def _read_timm_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
@@ -709,9 +770,35 @@ def _read_timm_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     return {key.removeprefix("timm_model."): value for key, value in state.items()}
 
 
-def _load_strict(module: nn.Module, state: dict[str, Tensor], source: str) -> None:
-    """`load_state_dict` that ignores classifier heads but reports every real mismatch by name."""
-    state = {k: v for k, v in state.items() if not k.startswith(("head.", "fc_norm.", "pooler."))}
+def _read_bert_state_dict(folder: str) -> dict[str, Tensor]:
+    """A BERT folder's weights with BertModel's key names: `model.safetensors`, else `pytorch_model.bin` through
+    `torch.load(weights_only=True)` (its unpickler rebuilds tensors and plain containers only and refuses any
+    other object, so a tampered file cannot run code). `bert.` prefixes (BertForPreTraining) are stripped and
+    TF-era LayerNorm `gamma` / `beta` renamed."""
+    safetensors_file, bin_file = os.path.join(folder, "model.safetensors"), os.path.join(folder, "pytorch_model.bin")
+    if os.path.isfile(safetensors_file):
+        from safetensors.torch import load_file
+
+        state = load_file(safetensors_file)
+    elif os.path.isfile(bin_file):
+        state = torch.load(bin_file, map_location="cpu", weights_only=True, mmap=True)
+    else:
+        raise FileNotFoundError(f"text model {folder!r}: no model.safetensors or pytorch_model.bin.")
+    renames = {".gamma": ".weight", ".beta": ".bias"}
+    out = {}
+    for key, value in state.items():
+        key = key.removeprefix("bert.")
+        for old, new in renames.items():
+            key = key[: -len(old)] + new if "LayerNorm" in key and key.endswith(old) else key
+        out[key] = value
+    return out
+
+
+def _load_tower(module: nn.Module, state: dict[str, Tensor], source: str) -> dict[str, list[str]]:
+    """`load_state_dict` that ignores heads, raises on a missing or mis-shaped tower weight (naming them) and
+    returns the ignored, unexpected and missing keys (logged)."""
+    ignored = sorted(k for k in state if k.startswith(_IGNORED_PREFIXES) or k.endswith(_IGNORED_SUFFIXES))
+    state = {k: v for k, v in state.items() if k not in set(ignored)}
     expected = module.state_dict()
     wrong_shape = [k for k, v in state.items() if k in expected and expected[k].shape != v.shape]
     missing = sorted(set(expected) - set(state))
@@ -719,7 +806,11 @@ def _load_strict(module: nn.Module, state: dict[str, Tensor], source: str) -> No
         raise ValueError(
             f"{source} does not fit this PLACE tower: shape mismatches {wrong_shape[:5]}, missing {missing[:5]}."
         )
+    unexpected = sorted(set(state) - set(expected))
     module.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+    report = {"missing": missing, "unexpected": unexpected, "ignored": ignored}
+    logger.info(f"{source}: loaded {len(expected)} tensors; {len(unexpected)} unexpected, {len(ignored)} ignored.")
+    return report
 
 
 __all__ = ["PlaceModel", "PlaceOutput", "PlacePreTrainedModel", "PlaceObservationOutput", "PlaceSentenceOutput"]

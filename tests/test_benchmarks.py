@@ -5,12 +5,13 @@ import importlib
 import json
 import math
 import os
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from benchmarks import data_loading, decoding, gpu, inference, memory, train_step
+from benchmarks import data_loading, decoding, gpu, gpu_phases, inference, input_pipeline, memory, train_step
 from modeling_place import PlaceConfig, PlaceModel
 from tests.helpers import micro_config
 
@@ -40,7 +41,9 @@ def test_train_step_quick_with_profile(tmp_path):
     for row in rows.values():
         assert row["step_s"] > 0 and row["samples_per_s"] == pytest.approx(2 / row["step_s"])
         assert row["mfu"] == row["mfu_fp32_peak"] > 0 and len(row["times_s"]) == 2
-    assert rows["ita_only"]["ratio_to_ita"] == 1.0
+    assert rows["ita_only"]["ratio_to_ita"] == 1.0 == rows["ita_only"]["flop_ratio_to_ita"]
+    assert rows["place_dense"]["flop_ratio_to_ita"] == pytest.approx(
+        rows["place_dense"]["gflop_per_step"] / rows["ita_only"]["gflop_per_step"])
     assert rows["place_dense"]["gflop_per_step"] > rows["ita_only"]["gflop_per_step"]  # PLACE adds work
     profile = report["profile"]
     assert profile["preset"] == "tiny" and profile["sorted_by"] == "self_cpu_ms"
@@ -88,6 +91,32 @@ def test_data_loading_reads_step_rates_from_a_results_file(tmp_path):
         data_loading.steps_from_file(tmp_path / "missing.json", ["tiny"])
     with pytest.raises(ValueError, match="base"):
         data_loading.steps_from_file(results, ["tiny", "base"])
+
+
+# -- input_pipeline --------------------------------------------------------------------------------------------
+def test_input_pipeline_quick_measures_every_path_and_the_gpu_demand(tmp_path):
+    rows = [{"preset": "base", "variant": "place_dense", "batch": 256, "samples_per_s": 1000.0}]
+    steps = tmp_path / "benchmarks" / "results" / "train_step_gpu.json"
+    steps.parent.mkdir(parents=True)
+    steps.write_text(json.dumps({"machine": "NVIDIA H200", "dtype": "bf16", "rows": rows}))
+    output = tmp_path / "input.json"
+    report = input_pipeline.main(["--quick", "--gpu-steps", str(steps), "--output", str(output)])
+    assert _read(output)["rows"] == report["rows"]
+    rates = {row["path"]: row for row in report["rows"]}
+    assert list(rates) == ["full_jpeg", "draft_jpeg", "cache_jpeg", "cache_png", "cache_jpeg_half"]
+    for row in rates.values():
+        assert row["images"] == 8 and row["images_per_s_per_core"] == pytest.approx(8 / row["cpu_s"])
+    assert rates["full_jpeg"]["mean_abs_grey_levels"] == 0 and rates["cache_jpeg"]["mean_abs_grey_levels"] < 3
+    gpu_side = report["gpu"]
+    assert gpu_side["samples_per_s"] == 1000.0 and gpu_side["source"] == "benchmarks/results/train_step_gpu.json"
+    assert gpu_side["cores_needed"]["cache_jpeg"] == math.ceil(1000.0 / rates["cache_jpeg"]["images_per_s_per_core"])
+    assert report["goal"]["met"] == (rates["cache_jpeg"]["images_per_s_per_core"] >= 95)
+
+
+def test_paper_schedule_gpu_hours():
+    schedule = input_pipeline.paper_schedule_hours(1000.0)
+    assert schedule["steps"] == 217_000 // 144 * 50 == 75_300 and schedule["samples"] == 75_300 * 144
+    assert schedule["gpu_hours"] == pytest.approx(75_300 * 144 / 1000.0 / 3600)
 
 
 # -- memory ----------------------------------------------------------------------------------------------------
@@ -168,22 +197,48 @@ def test_recall_at_k_counts_shared_neighbours():
 
 
 # -- gpu (dry mode on CPU) -------------------------------------------------------------------------------------
-def test_gpu_script_dry_mode(tmp_path):
+def test_gpu_script_dry_run_of_every_phase(tmp_path):
     output = tmp_path / "gpu.json"
-    report = gpu.main(["--device", "cpu", "--output", str(output)])
-    assert _read(output)["status"] == report["status"] == "complete"
-    assert report["preset"] == "tiny" and set(report["matmul_peak_flops"]) == {"fp32", "bf16"}
+    report = gpu.main(["--device", "cpu", "--tiny", "--output", str(output), "--work-dir", str(tmp_path / "work"),
+                       "--phases", *gpu.DEFAULT_PHASES, "batch_search",
+                       "--command", 'probe=test -f "$PLACE_GPU_MODEL/config.json" && echo found', "--command", "fails=exit 3"])
+    assert _read(output)["status"] == report["status"] == "complete" and report["preset"] == "tiny"
+    assert set(report["matmul_peak_flops"]) == {"fp32", "bf16"} and report["spec_bf16_peak_flops"] is None
     assert report["attention"]["text"] == "sdpa" and report["attention"]["vision_fused_sdpa"] is True
-    search = report["batch_search"]
-    assert search["largest_batch"] == 2 and search["stopped_by"] == "max_batch"
-    assert [trial["batch"] for trial in search["trials"]] == [1, 2]
-    rows = {row["name"]: row for row in report["rows"]}
-    assert list(rows) == [variant["name"] for variant in gpu.VARIANTS]
-    assert rows["bf16_compiled_sdpa"]["status"].startswith("skipped: compile off")
-    for name in ("bf16_eager_sdpa", "bf16_eager_math_attention", "fp32_eager_sdpa"):
-        row = rows[name]
-        assert row["status"] == "ok" and row["batch"] == 2 and row["samples_per_s"] > 0
-        assert row["mfu_bf16_peak"] > 0 and row["gflop_per_step"] > 0
+    steps = report["eager_steps"]
+    assert steps["status"] == "ok" and [row["objective"] for row in steps["rows"]] == ["ita_only", "place_dense"]
+    ita, place = steps["rows"]
+    assert steps["place_to_ita_ratio"] == pytest.approx(place["step_s"] / ita["step_s"])
+    assert place["gflop_per_step"] > ita["gflop_per_step"] > 0 and place["mfu_bf16"] > 0 and "mfu_spec_bf16" not in place
+    assert steps["goal"]["met"] == (steps["place_to_ita_ratio"] <= 1.10) and steps["flop_ratio"] > 1
+    extra = [row["extra_ms"] for row in steps["extra_time_by_operator"]]
+    assert extra and extra == sorted(extra, reverse=True)
+    assert report["compiled_steps"]["status"].startswith("skipped: compile off")
+    train = report["train"]
+    assert train["status"] == "ok", train["output_tail"]
+    assert "accelerate.commands.launch" in train["command"] and "base_mimic.yaml" in train["command"]
+    assert train["steps"] == 3 and train["curve"]["first_train_loss"] > 0 and len(train["curve"]["train_log"]) == 3
+    assert train["curve"]["loss_fell"] == (train["curve"]["last_train_loss"] < train["curve"]["first_train_loss"])
+    assert train["saved"] == {**train["saved"], "loads": True, "class": "PlaceModel", "text_layers": 1}
+    probe, fails = report["commands"]
+    assert probe["status"] == "ok" and probe["output_tail"].strip() == "found" and probe["seconds"] >= 0
+    assert fails["status"] == "failed" and fails["returncode"] == 3
+    assert report["batch_search"]["largest_batch"] == 2
+
+
+def test_spec_sheet_peaks_by_card_name(monkeypatch):
+    cuda = torch.device("cuda")
+    for name, peak in [("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H200", 989e12), ("NVIDIA H100 PCIe", 756e12),
+                       ("NVIDIA GeForce GTX 1080", None)]:
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device, name=name: name)
+        assert gpu.spec_bf16_peak(cuda)[0] == peak
+    assert gpu.spec_bf16_peak(torch.device("cpu")) == (None, None)
+
+
+def test_a_command_past_its_time_is_killed_with_its_children():
+    start = time.monotonic()
+    result = gpu_phases.run_timed(["bash", "-c", "sleep 30 & sleep 30; echo never"], timeout_s=1)
+    assert result["status"] == "timed out" and time.monotonic() - start < 10 and "never" not in result["output_tail"]
 
 
 class _RunnerThatFitsTwo(gpu.StepRunner):

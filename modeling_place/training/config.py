@@ -50,12 +50,15 @@ class TrainConfig:
     # model: a preset plus PlaceConfig overrides (e.g. {"lambda_pcma": 0} for ITA-only)
     preset: str = "tiny"
     model: JSONMapping = field(default_factory=JSONMapping)
-    init_vision: str | None = None  # timm .safetensors checkpoint or folder
-    init_text: str | None = None  # local Hugging Face BERT folder (its tokenizer is used too)
+    init_vision: str | None = None  # timm .safetensors file, timm Hub-style folder or Hub id (timm/deit_base_patch16_224.fb_in1k)
+    init_text: str | None = None  # BERT folder or Hub id (emilyalsentzer/Bio_ClinicalBERT); its tokenizer is used too
+    text_layers: int | None = None  # keep the first N layers of the text tower (MGCA: 6 of Bio_ClinicalBERT's 12)
     tokenizer: str | None = None  # local tokenizer folder; None trains a WordPiece vocabulary on the reports
     vocab_size: int = 4096
     # data
-    dataset: str = "synthetic"  # "synthetic" or a reader name of modeling_place.data.readers_place (e.g. "mimic-cxr")
+    # "synthetic", "prepared" (a place-prepare output folder as data_root; its image cache when it has one) or a
+    # reader name of modeling_place.data.readers_place (e.g. "mimic-cxr")
+    dataset: str = "synthetic"
     data_root: str | None = None
     data_options: JSONMapping = field(default_factory=JSONMapping)
     synthetic_size: int | None = None  # pretraining pairs (None: docs/BENCHMARK.md's 20,000 + 1,000 validation)
@@ -97,6 +100,7 @@ class TrainConfig:
             "max_bad_fraction": 0 <= self.max_bad_fraction < 1, "checkpoint_every": self.checkpoint_every >= 1,
             "eval_every": self.eval_every >= 1, "log_every": self.log_every >= 1,
             "keep_checkpoints": self.keep_checkpoints >= 1,
+            "text_layers": self.text_layers is None or self.text_layers >= 1,
             "mixed_precision": self.mixed_precision in ("auto", "bf16", "fp16", "no"),
         }
         bad = [name for name, ok in checks.items() if not ok]

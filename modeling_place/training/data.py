@@ -89,14 +89,15 @@ def load_pair_splits(config: TrainConfig) -> PairSplits:
             splits = build_split("pretrain", seed=config.data_seed, size=config.synthetic_size, num_proc=workers)
         train, validation, image_column, text_column = splits["train"], splits["validation"], "image", "report"
     else:
-        from modeling_place.data.readers_place import load_dataset_by_name
-
         if config.data_root is None:
-            raise ValueError(f"dataset {config.dataset!r} needs --data_root (the folder of its official layout)")
-        splits = load_dataset_by_name(config.dataset, config.data_root, **config.data_options)
+            raise ValueError(f"dataset {config.dataset!r} needs --data_root (the folder of its official layout, or "
+                             "place-prepare's output for 'prepared')")
+        splits = _read_real_splits(config)
         if "train" not in splits:
             raise ValueError(f"dataset {config.dataset!r} at {config.data_root} has no 'train' split: {list(splits)}")
-        train, validation, image_column, text_column = splits["train"], splits.get("validation"), "image_path", "text"
+        # place-prepare --image-cache adds an `image` column of resized encoded images: read it, not the originals
+        image_column = "image" if "image" in splits["train"].column_names else "image_path"
+        train, validation, text_column = splits["train"], splits.get("validation"), "text"
         bad_rows = getattr(splits, "bad_rows", None)
         skipped_rows = bad_rows.summary()["skipped"] if bad_rows is not None else 0
     for name, table in (("train", train), ("validation", validation)):
@@ -108,20 +109,35 @@ def load_pair_splits(config: TrainConfig) -> PairSplits:
     return PairSplits(train, validation, image_column, text_column, skipped_rows if config.dataset != "synthetic" else 0)
 
 
+def _read_real_splits(config: TrainConfig) -> Any:
+    """A real dataset: place-prepare's saved tables (`dataset="prepared"`) or a reader over the official layout."""
+    if config.dataset == "prepared":
+        from datasets import load_from_disk
+
+        folder = Path(config.data_root) / "dataset"
+        if not folder.is_dir():
+            raise ValueError(f"{config.data_root} is not a place-prepare output with --format arrow (no dataset/)")
+        return load_from_disk(str(folder))
+    from modeling_place.data.readers_place import load_dataset_by_name
+
+    return load_dataset_by_name(config.dataset, config.data_root, **config.data_options)
+
+
 def _require_columns(table: Any, columns: tuple[str, ...], where: str) -> None:
     missing = [column for column in columns if column not in table.column_names]
     if missing:
         raise ValueError(f"{where}: missing column(s) {missing}; found {table.column_names}")
 
 
-def decode_image(value: Any) -> Any:
-    """A path, an `Image(decode=False)` dict or an image object → a fully decoded image (raises ValueError)."""
+def decode_image(value: Any, draft_size: int | None = None) -> Any:
+    """A path, an `Image(decode=False)` dict or an image object → a fully decoded image (raises ValueError);
+    JPEGs at the smallest DCT scale keeping both sides >= `draft_size` (`decode_image_bytes`)."""
     if isinstance(value, dict):
         if value.get("bytes") is not None:
-            return decode_image_bytes(value["bytes"], value.get("path"))
+            return decode_image_bytes(value["bytes"], value.get("path"), draft_size)
         value = value.get("path")
     if isinstance(value, str):
-        return load_image_file(value)
+        return load_image_file(value, draft_size)
     if value is None:
         raise ValueError("image is missing")
     return value
@@ -130,13 +146,19 @@ def decode_image(value: Any) -> Any:
 class ImageReportPairs(Dataset):
     """Pairs from a `datasets` table; a bad row is replaced by the next good one and counted in `skipped`."""
 
-    def __init__(self, table: Any, image_column: str, text_column: str, processor: PlaceProcessor) -> None:
+    def __init__(self, table: Any, image_column: str, text_column: str, processor: PlaceProcessor,
+                 jpeg_draft: bool = True) -> None:
         from datasets import Image
 
         if image_column in table.features and isinstance(table.features[image_column], Image):
             table = table.cast_column(image_column, Image(decode=False))  # decode here, where errors are caught
         self.table, self.image_column, self.text_column = table, image_column, text_column
         self.processor = processor
+        # Full-size JPEGs (MIMIC-CXR-JPG: ~2,500 x 3,000) decode at >= 2x the processor's resize size in draft
+        # mode, several times faster than a full decode and within a grey level after the resize
+        # (benchmarks/input_pipeline.py measures both); `jpeg_draft=False` decodes every pixel.
+        self.draft_size = 2 * max(processor.image_processor.size["height"], processor.image_processor.size["width"])
+        self.draft_size = self.draft_size if jpeg_draft else None
 
     def __len__(self) -> int:
         return len(self.table)
@@ -146,7 +168,7 @@ class ImageReportPairs(Dataset):
         text = row[self.text_column]
         if not self.processor.is_valid_report(text):
             raise ValueError(f"row {index}: empty or invalid report {text!r:.60}")
-        return {"image": decode_image(row[self.image_column]), "text": text, "index": index}
+        return {"image": decode_image(row[self.image_column], self.draft_size), "text": text, "index": index}
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         for offset in range(MAX_CONSECUTIVE_BAD):
@@ -203,7 +225,9 @@ def build_tokenizer(config: TrainConfig, splits: PairSplits) -> Any:
     """A local tokenizer (config.tokenizer, else init_text's) or a WordPiece vocabulary trained on the reports."""
     source = config.tokenizer or config.init_text
     if source is not None:
-        return load_tokenizer(source, model_max_length=config.max_length)
+        from modeling_place.modeling_place import resolve_pretrained
+
+        return load_tokenizer(resolve_pretrained(source), model_max_length=config.max_length)
     reports = (text for text in splits.train[splits.text_column] if isinstance(text, str) and text.strip())
     return train_wordpiece_tokenizer(reports, vocab_size=config.vocab_size, model_max_length=config.max_length)
 
@@ -241,9 +265,14 @@ def build_model_and_processor(config: TrainConfig, splits: PairSplits) -> tuple[
     model_config = PlaceConfig.from_preset(config.preset, **config.model)
     processor = run_processor(config, splits, model_config.max_sentences, model_config.image_size)
     model_config.text_config.vocab_size = len(processor.tokenizer)
+    if config.text_layers is not None:
+        model_config.text_config.num_hidden_layers = config.text_layers
     set_seed(config.seed)  # the initial weights are part of the run's reproducibility
-    if config.init_vision or config.init_text:
-        model = PlaceModel.from_encoders(vision=config.init_vision, text=config.init_text, config=model_config)
-    else:
-        model = PlaceModel(model_config)
+    if not (config.init_vision or config.init_text):
+        return PlaceModel(model_config), processor
+    model = PlaceModel.from_encoders(vision=config.init_vision, text=config.init_text, config=model_config,
+                                     text_layers=config.text_layers)
+    for tower, keys in model.encoder_load_report.items():
+        print(f"pretrained {tower} tower: {len(keys['unexpected'])} unexpected keys {keys['unexpected'][:3]}, "
+              f"{len(keys['ignored'])} ignored (heads) {keys['ignored'][:3]}, missing {keys['missing']}")
     return model, processor
