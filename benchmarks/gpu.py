@@ -60,6 +60,18 @@ from benchmarks.train_step import (
 )
 
 RESULTS = results_path("gpu_scale")
+# The same head fine-tune as on CPU (a 20-step tiny encoder, then a full fine-tune): its test AUROC on the GPU (bf16)
+# should match the CPU run's within noise (0.5786, best epoch 2, fp32; README "Fine-tuning heads"). Its JSON lands in
+# benchmarks/results/gpu_head_check/classification.json.
+HEAD_CHECK = (
+    "head_check=export PLACE_DATA_CACHE=runs/gpu_head_check/data && "
+    "accelerate launch --num_processes 1 --num_machines 1 --dynamo_backend no examples/pretrain.py --max_steps=20 "
+    "--synthetic_size=256 --validation_pairs=0 --batch_size=16 --vocab_size=1000 --num_workers=0 "
+    "--progress_bar=false --run_dir=runs/gpu_head_check/run --output_dir=runs/gpu_head_check/place && "
+    "accelerate launch --num_processes 1 --num_machines 1 --dynamo_backend no examples/finetune_classification.py "
+    "--model runs/gpu_head_check/place --full_finetune --fractions 1.0 --epochs 3 --size 200 --image_size 128 "
+    "--batch_size 16 --output_dir benchmarks/results/gpu_head_check"
+)
 PHASES = ("peaks", "steps", "train", "commands", "compiled", "batch_search", "variants")
 DEFAULT_PHASES = ("peaks", "steps", "train", "commands", "compiled")
 STEP_GOAL = 1.10  # PLACE / ITA-only step time on a GPU (issue 27)
@@ -389,6 +401,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if not args.command and not args.tiny:  # issue 24's GPU head check, unless the caller brings its own commands
+        args.command = [HEAD_CHECK]
     bad = [item for item in args.command if "=" not in item or not item.partition("=")[0]]
     if bad:
         parser.error(f"--command expects NAME=SHELL COMMAND, got {bad[0]!r}")
