@@ -62,3 +62,27 @@ def synthetic_report_tokenizer(reports: int = 40, vocab_size: int = 300, model_m
     corpus = [generate_case(seed)["report"] for seed in range(reports)]
     return train_wordpiece_tokenizer(corpus, vocab_size=vocab_size, model_max_length=model_max_length)
 
+
+
+def spawn_launcher(function: Any, args: tuple = (), num_processes: int = 2) -> None:
+    """`accelerate.debug_launcher`, but with spawned ranks on a free port.
+
+    debug_launcher forks: a child forked after the parent's OpenMP pool has run (any earlier test) can deadlock
+    at its first parallel op, and its fixed port 29500 collides with a concurrent run. Spawned ranks import
+    afresh, so `function` must be a module-level function.
+    """
+    import socket
+    import tempfile
+
+    from accelerate.utils import PrepareForLaunch, patch_environment
+    from torch.multiprocessing import start_processes
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with tempfile.NamedTemporaryFile() as rendezvous, patch_environment(
+        world_size=num_processes, master_addr="127.0.0.1", master_port=str(port), accelerate_mixed_precision="no",
+        accelerate_debug_rdv_file=rendezvous.name, accelerate_use_cpu="yes", gloo_socket_ifname="lo",
+        omp_num_threads="1",
+    ):
+        start_processes(PrepareForLaunch(function, debug=True), args=args, nprocs=num_processes, start_method="spawn")

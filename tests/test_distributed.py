@@ -1,12 +1,12 @@
-"""Two CPU ranks (accelerate.debug_launcher) give the same losses and gradients as one process, full batch."""
+"""Two CPU ranks (tests.helpers.spawn_launcher, accelerate's launcher with spawned ranks) give the same losses and gradients as one process, full batch."""
 
 import torch
 import torch.distributed as dist
-from accelerate import debug_launcher
+
 from safetensors.torch import load_file, save_file
 
 from modeling_place import PlaceConfig, PlaceModel
-from tests.helpers import micro_config, random_batch
+from tests.helpers import micro_config, random_batch, spawn_launcher
 
 BATCH = 8
 
@@ -20,7 +20,7 @@ def _run(model: PlaceModel, batch: dict) -> tuple[dict, dict]:
 
 
 def _rank_worker(out_dir: str) -> None:
-    # debug_launcher initialises the gloo process group itself; read rank and world size from it.
+    # the launcher initialises the gloo process group itself; read rank and world size from it.
     rank, world = dist.get_rank(), dist.get_world_size()
     # debug_launcher forks: in a child of a parent whose OpenMP pool already ran (earlier tests, 2 threads),
     # OpenMP deadlocks (seen in timm's trunc_normal_); with one thread torch never enters it.
@@ -40,7 +40,7 @@ def _rank_worker(out_dir: str) -> None:
 
 
 def test_two_ranks_match_one_process_full_batch(tmp_path):
-    debug_launcher(_rank_worker, args=(str(tmp_path),), num_processes=2)
+    spawn_launcher(_rank_worker, args=(str(tmp_path),), num_processes=2)
     ranks = load_file(tmp_path / "ranks.safetensors")
     torch.manual_seed(0)
     model = PlaceModel(PlaceConfig(**micro_config())).eval()

@@ -9,13 +9,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-from accelerate import debug_launcher
+
 from accelerate.state import AcceleratorState
 from safetensors.torch import load_file, save_file
 
 from modeling_place import PlaceConfig, PlaceForImageClassification
 from modeling_place.training.finetune import FitConfig, HeadTask, HeadTrainer, fit
-from tests.helpers import micro_config
+from tests.helpers import micro_config, spawn_launcher
 
 ROWS, LABELS = 16, 3
 
@@ -67,8 +67,7 @@ def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def _ddp_worker(folder: str) -> None:
     import torch.distributed as dist
 
-    # debug_launcher forks: in a child of a parent whose OpenMP pool already ran (earlier tests, 2 threads),
-    # OpenMP deadlocks; with one thread torch never enters it.
+    # one thread per rank: two ranks share the machine's cores
     torch.set_num_threads(1)
     head = micro_head()
     result = fit(head_task(head), run_config(batch_size=4), log=lambda _: None)
@@ -79,7 +78,7 @@ def _ddp_worker(folder: str) -> None:
 
 
 def test_two_process_head_fine_tune_takes_twice_the_batch_and_matches_one_process_with_it(tmp_path):
-    debug_launcher(_ddp_worker, args=(str(tmp_path),), num_processes=2)
+    spawn_launcher(_ddp_worker, args=(str(tmp_path),), num_processes=2)
     ddp = json.loads((tmp_path / "ddp.json").read_text())
     # 2 ranks x batch 4 = 8 rows per step: 16 rows are 2 steps per epoch, as one process with batch 8
     assert ddp["world"] == 2 and ddp["steps"] == 4 and ddp["samples"] == 2 * ROWS

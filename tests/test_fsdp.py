@@ -8,12 +8,12 @@ import json
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator, debug_launcher
+from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel
 
 from modeling_place import PlaceConfig, PlaceModel
-from tests.helpers import micro_config, random_batch
+from tests.helpers import micro_config, random_batch, spawn_launcher
 
 BLOCKS = ("Block", "BertLayer")  # examples/accelerate/fsdp_multinode.yaml wraps these (and PlaceVPOELayer)
 
@@ -72,7 +72,7 @@ def _fsdp_worker(folder: str) -> None:
 
 
 def test_fsdp_checkpoint_restores_and_saved_folder_loads_with_auto_model(tmp_path):
-    debug_launcher(_fsdp_worker, args=(str(tmp_path),), num_processes=2)
+    spawn_launcher(_fsdp_worker, args=(str(tmp_path),), num_processes=2)
     facts = json.loads((tmp_path / "facts.json").read_text())
     assert facts["world"] == 2 and facts["sharded"] and facts["state"] == {"step": 1}
     assert facts["local_rows"] * 2 == facts["full_rows"]  # really sharded: each rank holds half of the rows
