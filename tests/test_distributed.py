@@ -22,8 +22,7 @@ def _run(model: PlaceModel, batch: dict) -> tuple[dict, dict]:
 def _rank_worker(out_dir: str) -> None:
     # the launcher initialises the gloo process group itself; read rank and world size from it.
     rank, world = dist.get_rank(), dist.get_world_size()
-    # debug_launcher forks: in a child of a parent whose OpenMP pool already ran (earlier tests, 2 threads),
-    # OpenMP deadlocks (seen in timm's trunc_normal_); with one thread torch never enters it.
+    # one thread per rank: two ranks share the machine's cores
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = PlaceModel(PlaceConfig(**micro_config())).eval()  # eval: no dropout, so ranks are comparable

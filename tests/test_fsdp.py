@@ -47,7 +47,7 @@ def _fsdp_worker(folder: str) -> None:
     from modeling_place.training.checkpoint import load_checkpoint, save_checkpoint
     from modeling_place.training.sharding import full_model_state, is_sharded, save_pretrained_gathered
 
-    torch.set_num_threads(1)  # forked from a parent whose OpenMP pool ran: see tests/test_finetune.py's _ddp_worker
+    torch.set_num_threads(1)  # two ranks share the machine's cores
     accelerator, out = Accelerator(cpu=True), Path(folder)
     model, optimizer = _sharded_model(seed=0)
     _step(model, optimizer, seed=10)
